@@ -34,7 +34,7 @@ _RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def torchvision_config(arch: str, num_classes: int, aux: bool, class_names=()):  # noqa: ANN001
+def torchvision_config(arch: str, num_classes: int, aux: bool, class_names=()):
     """The :class:`ModelConfig` that reproduces torchvision's ``arch`` exactly."""
     if arch not in TORCHVISION_ARCHS:
         raise ConversionError(
@@ -75,7 +75,7 @@ def rename_torchvision_key(key: str, num_branches: int) -> str:
 
 
 def from_torchvision(
-    state_dict: Mapping[str, torch.Tensor], arch: str, *, class_names=()  # noqa: ANN001
+    state_dict: Mapping[str, torch.Tensor], arch: str, *, class_names=()
 ) -> DeepLabV3:
     """Our model carrying the weights of a torchvision ``deeplabv3_resnet50/101`` state dict.
 

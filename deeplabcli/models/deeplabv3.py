@@ -75,9 +75,7 @@ class DeepLabV3(nn.Module):
         result = {"out": self.head(features["out"])}
         if self.aux_head is not None:
             result["aux"] = self.aux_head(features["aux"])
-        return {
-            k: upsample_logits(v, size, self.config.align_corners) for k, v in result.items()
-        }
+        return {k: upsample_logits(v, size, self.config.align_corners) for k, v in result.items()}
 
 
 def build_model(arch: str | ModelConfig = "deeplabv3_resnet101", **overrides: Any) -> DeepLabV3:

@@ -82,7 +82,9 @@ class ASPP(nn.Module):
         align_corners: bool = False,
     ) -> None:
         super().__init__()
-        branches: list[nn.Module] = [conv_bn_relu(in_channels, channels, folded_bn=folded_bn, eps=eps)]
+        branches: list[nn.Module] = [
+            conv_bn_relu(in_channels, channels, folded_bn=folded_bn, eps=eps)
+        ]
         for rate in rates:
             branches.append(
                 conv_bn_relu(in_channels, channels, 3, dilation=rate, folded_bn=folded_bn, eps=eps)
