@@ -1,0 +1,1 @@
+"""Engines behind the subcommands: inference, predict, evaluate, train, distributed helpers."""
