@@ -130,7 +130,7 @@ class ModelConfig:
         """Raise :class:`ConfigError` naming the first inconsistent field."""
 
         def bad(msg: str) -> None:
-            raise ConfigError(msg)
+            raise ConfigError(msg + ".")
 
         if self.backbone not in BACKBONES:
             bad(f"unknown backbone {self.backbone!r}. Use one of: {', '.join(BACKBONES)}")
@@ -173,7 +173,7 @@ class ModelConfig:
         if output_stride not in valid:
             raise ConfigError(
                 f"output stride {output_stride} is not possible for this model. "
-                f"Use one of: {', '.join(map(str, valid))}"
+                f"Use one of: {', '.join(map(str, valid))}."
             )
 
     def scaled_aspp_rates(self, output_stride: int | None = None) -> tuple[int, ...]:
@@ -203,7 +203,7 @@ class ModelConfig:
         if unknown:
             raise ConfigError(
                 f"unknown model config fields: {', '.join(unknown)}. "
-                "The checkpoint may come from a newer deeplabcli; upgrade it"
+                "The checkpoint may come from a newer deeplabcli; upgrade it."
             )
         return cls(**data)
 

@@ -35,7 +35,7 @@ def load_converted(
     if problems:
         raise ConversionError(
             f"cannot convert {source} weights: {'; '.join(problems)}. "
-            "The file does not match this architecture"
+            "The file does not match this architecture."
         )
     model.load_state_dict(dict(state_dict), strict=True)
     return model.eval()

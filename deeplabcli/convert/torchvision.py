@@ -38,7 +38,7 @@ def torchvision_config(arch: str, num_classes: int, aux: bool, class_names=()):
     """The :class:`ModelConfig` that reproduces torchvision's ``arch`` exactly."""
     if arch not in TORCHVISION_ARCHS:
         raise ConversionError(
-            f"unknown torchvision architecture {arch!r}. Use one of: {', '.join(TORCHVISION_ARCHS)}"
+            f"unknown torchvision architecture {arch!r}. Use one of: {', '.join(TORCHVISION_ARCHS)}."
         )
     return arch_config(
         arch,
@@ -70,7 +70,7 @@ def rename_torchvision_key(key: str, num_branches: int) -> str:
             return re.sub(pattern, replacement, key)
     raise ConversionError(
         f"unexpected key {key!r} in a torchvision DeepLabv3 state dict. "
-        "Check that the file is a deeplabv3_resnet50/101 checkpoint"
+        "Check that the file is a deeplabv3_resnet50/101 checkpoint."
     )
 
 
@@ -84,7 +84,7 @@ def from_torchvision(
     if "classifier.4.weight" not in state_dict:
         raise ConversionError(
             "this state dict has no 'classifier.4.weight', so it is not a torchvision DeepLabv3 "
-            "ResNet checkpoint. Use a deeplabv3_resnet50/101 state dict"
+            "ResNet checkpoint. Use a deeplabv3_resnet50/101 state dict."
         )
     num_classes = int(state_dict["classifier.4.weight"].shape[0])
     aux = any(k.startswith("aux_classifier.") for k in state_dict)

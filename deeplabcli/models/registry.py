@@ -35,7 +35,7 @@ def arch_config(name: str, **overrides: Any) -> ModelConfig:
         builder = _ARCHS[name]
     except KeyError:
         raise UnknownArchitectureError(
-            f"unknown architecture {name!r}. Use one of: {', '.join(list_archs())}"
+            f"unknown architecture {name!r}. Use one of: {', '.join(list_archs())}."
         ) from None
     return builder(**overrides)
 
