@@ -77,6 +77,10 @@ class RunDirectoryError(DeeplabError):
     """A training run directory that holds another run, or no run to resume."""
 
 
+class MissingDependencyError(DeeplabError):
+    """An optional dependency (an extra such as ``sbd`` or ``report``) that is not installed."""
+
+
 class Interrupted(DeeplabError):
     """A run stopped by a signal after saving its state; exit code 128 + signal number."""
 
