@@ -77,6 +77,10 @@ class RunDirectoryError(DeeplabError):
     """A training run directory that holds another run, or no run to resume."""
 
 
+class InsufficientMemoryError(DeeplabError):
+    """A setting (crop size, batch size) that needs more memory than the device has."""
+
+
 class MissingDependencyError(DeeplabError):
     """An optional dependency (an extra such as ``sbd`` or ``report``) that is not installed."""
 
