@@ -66,9 +66,15 @@ def _fmt(value: Any) -> str:
 
 @contextmanager
 def progress_bar(
-    total: int | None, description: str, *, disable: bool = False, unit: str = "it"
+    total: int | None,
+    description: str,
+    *,
+    disable: bool = False,
+    unit: str = "it",
+    completed: int = 0,
 ) -> Iterator[ProgressHandle]:
     """A progress bar on stderr with rate and ETA; ``disable=True`` yields a no-op handle.
+    ``completed`` starts the bar part-way (a resumed run); rate and ETA count only new work.
 
     >>> with progress_bar(3, "demo", disable=True) as bar:
     ...     bar.advance()
@@ -87,7 +93,7 @@ def progress_bar(
         TextColumn("{task.fields[status]}"),
     ]
     with Progress(*columns, console=stderr_console(), transient=False) as progress:
-        task = progress.add_task(description, total=total, status="")
+        task = progress.add_task(description, total=total, completed=completed, status="")
         yield ProgressHandle(progress, task)
 
 
