@@ -17,7 +17,9 @@ from .. import __version__
 from ..errors import DeeplabError
 
 #: subcommand name → "module:attribute" (relative to deeplabcli.cli), loaded on first use.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "data": "data:data",
+}
 
 
 class LazyGroup(click.Group):
