@@ -1,0 +1,273 @@
+"""The checkpoint directory format: ``config.json`` + ``model.safetensors``.
+
+``config.json`` holds the :class:`ModelConfig` (architecture, class names, preprocessing), a
+``format_version`` and the checkpoint's provenance; ``model.safetensors`` holds the weights (the
+config is repeated in its metadata so the file alone still describes its model). A training run
+adds ``train_state.pt`` and ``metrics.jsonl`` to the same directory; loading ignores every file
+it does not know. Such a directory can be uploaded to the Hugging Face Hub as it is.
+
+Writes are atomic: :func:`save_checkpoint` builds the directory under a temporary sibling name and
+renames it into place; :func:`write_model_files` replaces the two files of an existing run
+directory one by one, each through a temporary name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import ModelConfig
+from .errors import ConfigError, ModelLoadError, OutputWriteError
+from .models import DeepLabV3
+
+FORMAT_NAME = "deeplabcli"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+#: safetensors metadata key under which the model config JSON is stored
+METADATA_CONFIG_KEY = "deeplabcli_config"
+
+
+def make_provenance(
+    source: str, *, converted_from: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Where a checkpoint came from: ``source`` (the reference it was loaded from),
+    ``converted_from`` (``transformers``, ``torchvision``, ``tflite`` or None for our own
+    format), the creation time (UTC, ISO 8601) and this deeplabcli version, plus ``extra``."""
+    return {
+        "source": source,
+        "converted_from": converted_from,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "deeplabcli_version": __version__,
+        **extra,
+    }
+
+
+def checkpoint_config_dict(model: DeepLabV3, provenance: Mapping[str, Any] | None) -> dict:
+    """The JSON document written as ``config.json``."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "provenance": dict(provenance or getattr(model, "provenance", None) or {}),
+    }
+
+
+def is_checkpoint_config(data: Mapping[str, Any]) -> bool:
+    """True if a parsed ``config.json`` is in our format (not transformers' or anyone else's)."""
+    return data.get("format") == FORMAT_NAME and "model" in data
+
+
+def save_checkpoint(
+    model: DeepLabV3,
+    directory: str | Path,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``model`` as a checkpoint directory, atomically.
+
+    The files are written into a temporary sibling directory that is then renamed to
+    ``directory``. An existing checkpoint there is replaced only after the new one is complete
+    (``overwrite=False`` refuses instead); a non-empty directory that is not a checkpoint is never
+    replaced. ``provenance`` defaults to ``model.provenance`` when the model has one.
+    """
+    directory = Path(directory)
+    if directory.exists():
+        if not directory.is_dir():
+            raise OutputWriteError(
+                f"{directory} exists and is not a directory. Choose another output."
+            )
+        if not overwrite:
+            raise OutputWriteError(
+                f"{directory} already exists. Pass --overwrite (overwrite=True) to replace it, "
+                "or choose another output directory."
+            )
+        if any(directory.iterdir()) and not (directory / CONFIG_NAME).is_file():
+            raise OutputWriteError(
+                f"{directory} is not empty and holds no checkpoint, so it is not replaced. "
+                "Choose another output directory."
+            )
+    parent = directory.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+    except OSError as error:
+        raise OutputWriteError(
+            f"cannot write to {parent} ({error.strerror}). Check the path."
+        ) from None
+    try:
+        _write_files(model, tmp, provenance)
+        if directory.exists():
+            old = parent / f".{directory.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except OSError as error:
+        raise OutputWriteError(
+            f"cannot write checkpoint {directory} ({error.strerror}). Check space and permissions."
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def write_model_files(
+    model: DeepLabV3, directory: str | Path, *, provenance: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``model.safetensors`` then ``config.json`` into an existing (run) directory, each
+    file through a temporary name and a rename, leaving every other file untouched."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_files(model, directory, provenance)
+
+
+def _write_files(model: DeepLabV3, directory: Path, provenance: Mapping[str, Any] | None) -> None:
+    from safetensors.torch import save_file
+
+    document = checkpoint_config_dict(model, provenance)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", METADATA_CONFIG_KEY: json.dumps(document)}
+    weights_tmp = directory / f".{WEIGHTS_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+    config_tmp = directory / f".{CONFIG_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        save_file(tensors, str(weights_tmp), metadata=metadata)
+        os.replace(weights_tmp, directory / WEIGHTS_NAME)
+        config_tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        os.replace(config_tmp, directory / CONFIG_NAME)
+    finally:
+        weights_tmp.unlink(missing_ok=True)
+        config_tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The :class:`ModelConfig` and provenance stored in ``directory/config.json``."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{directory} has no {CONFIG_NAME}, so it is not a checkpoint directory. "
+            "Pass a directory written by deeplabcli (`deeplab convert`), or run `deeplab models`."
+        )
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(
+            f"{path} is not valid JSON ({error}). Re-create the checkpoint."
+        ) from None
+    return config_from_document(document, str(path))
+
+
+def config_from_document(document: Any, where: str) -> tuple[ModelConfig, dict[str, Any]]:
+    """Validate a parsed checkpoint ``config.json`` and build its :class:`ModelConfig`."""
+    if not isinstance(document, dict) or not is_checkpoint_config(document):
+        raise ModelLoadError(
+            f"{where} is not a deeplabcli checkpoint config. "
+            "Pass a checkpoint written by deeplabcli, or convert the model with `deeplab convert`."
+        )
+    version = document.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{where} has checkpoint format version {version!r}, this deeplabcli reads up to "
+            f"{FORMAT_VERSION}. Upgrade deeplabcli."
+        )
+    try:
+        config = ModelConfig.from_dict(document["model"])
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(
+            f"{where} holds an invalid model config ({error}). Re-create it."
+        ) from None
+    except ConfigError as error:
+        raise ModelLoadError(f"{where}: {error}") from None
+    return config, dict(document.get("provenance") or {})
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> DeepLabV3:
+    """Rebuild the model from ``directory/config.json`` and load ``model.safetensors``.
+
+    Returns the model in eval mode on ``device`` with ``model.config`` and ``model.provenance``.
+    Missing, unexpected or mis-shaped tensors raise :class:`ModelLoadError` listing them.
+    """
+    directory = Path(directory)
+    config, provenance = read_checkpoint_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelLoadError(
+            f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}. Copy the weights file back "
+            "or re-create the checkpoint."
+        )
+    state_dict = read_safetensors(weights)
+    model = DeepLabV3(config)
+    load_state_dict_strict(model, state_dict, where=str(directory))
+    model.provenance = provenance
+    return model.to(device).eval()
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file (on CPU); unreadable files are a ModelLoadError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"{path} is not a readable safetensors file ({error}). Re-download or re-create it."
+        ) from None
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file ({} when unreadable or absent)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
+def load_state_dict_strict(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, where: str
+) -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` with one readable error line that lists
+    missing, unexpected and mis-shaped tensors."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    problems = [
+        f"{label} {_short(items)}"
+        for label, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", shapes),
+        )
+        if items
+    ]
+    if problems:
+        raise ModelLoadError(
+            f"weights in {where} do not fit the model config: {'; '.join(problems)}. "
+            "The files belong to different models; re-create the checkpoint."
+        )
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def _short(items: list[str], limit: int = 5) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

@@ -1,0 +1,147 @@
+"""``deeplab models`` / ``download`` / ``convert`` / ``info``: pretrained models and references.
+
+Every ``--model``-style argument here is a model reference (see :mod:`deeplabcli.resolve`): a
+card name from ``deeplab models``, a checkpoint directory, a weights file (.safetensors, .pth,
+.tflite) or a Hub repo ``owner/name[@revision]``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print the cards as JSON on stdout.")
+def models_command(as_json: bool) -> None:
+    """List the named pretrained models (model cards) and whether they are cached."""
+    from ..cards import list_cards
+    from ..resolve import card_is_cached
+
+    cards = list_cards()
+    rows = [_card_summary(card, card_is_cached(card)) for card in cards]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from ..progress import print_table
+
+    table = [
+        (
+            r["name"] + (" *" if r["default"] else ""),
+            r["backbone"],
+            r["num_classes"] or "-",
+            _short_source(r["source"]),
+            r["metric_short"] or "-",
+            "yes" if r["cached"] else "no",
+        )
+        for r in rows
+    ]
+    columns = ("name", "backbone", "classes", "source", "reported", "cached")
+    print_table("Pretrained models (* = default)", columns, table)
+
+
+def _card_summary(card: Any, cached: bool) -> dict[str, Any]:
+    metric = card.metric
+    return {
+        "name": card.name,
+        "default": card.default,
+        "description": card.description,
+        "format": card.format,
+        "architecture": card.architecture,
+        "backbone": card.backbone,
+        "num_classes": card.num_classes,
+        "source": card.source,
+        "sha256": card.sha256,
+        "license": card.license,
+        "metric": str(metric) if metric else None,
+        "metric_short": f"{metric.value:g} {metric.name}" if metric else None,
+        "metric_source": metric.source if metric else None,
+        "cached": cached,
+    }
+
+
+def _short_source(source: str) -> str:
+    """``hf:owner/name`` for Hub cards, the host for URL cards."""
+    if "://" in source:
+        return source.split("://", 1)[1].split("/", 1)[0]
+    return "hf:" + source.split("@", 1)[0]
+
+
+@click.command("download")
+@click.argument("name")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def download_command(name: str, quiet: bool) -> None:
+    """Download and verify the files of model NAME into the cache (HF_HOME).
+
+    Run it on a connected machine, then copy the cache to use the model offline
+    (HF_HUB_OFFLINE=1).
+    """
+    from ..progress import message
+    from ..resolve import download_model
+
+    files = download_model(name, quiet=quiet)
+    message(f"{name}: verified and cached", quiet=quiet)
+    for path in files.values():
+        click.echo(str(path))
+
+
+@click.command("convert")
+@click.argument("src")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The checkpoint directory to write (config.json + model.safetensors).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def convert_command(src: str, output: Path, overwrite: bool) -> None:
+    """Convert any model reference SRC into a deeplabcli checkpoint directory.
+
+    SRC: a torchvision .pth, a transformers MobileNetV2 directory or Hub repo, a .tflite file,
+    a model name from `deeplab models`, or another checkpoint. The directory is written under a
+    temporary name and renamed, so an interrupted conversion leaves nothing behind.
+    """
+    from ..progress import message
+    from ..resolve import convert_model
+
+    written = convert_model(src, output, overwrite=overwrite)
+    message(f"wrote checkpoint {written}")
+    click.echo(str(written))
+
+
+@click.command("info")
+@click.argument("ref", metavar="REF")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
+def info_command(ref: str, as_json: bool) -> None:
+    """Describe model REF: architecture, output stride, classes, preprocessing, parameters.
+
+    REF: a model name from `deeplab models`, a checkpoint directory, a .safetensors, .pth or
+    .tflite file, or a Hugging Face Hub repo owner/name[@revision].
+    """
+    from ..resolve import describe_model, load_model
+
+    info = describe_model(load_model(ref))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    pre = info["preprocessing"]
+    resize = f"fit {pre['size']}" if pre["resize"] == "fit" else "none (whole image)"
+    rates = ", ".join(map(str, info["aspp_rates"])) or "-"
+    lines = [
+        ("architecture", info["architecture"]),
+        ("backbone", info["backbone"]),
+        ("output stride", info["output_stride"]),
+        ("head", f"{info['head']} (ASPP rates {rates}, image pooling {info['image_pooling']})"),
+        ("aux head", info["aux_head"]),
+        ("classes", f"{info['num_classes']}: {', '.join(info['classes'])}"),
+        ("mean / std", f"{pre['mean']} / {pre['std']}"),
+        ("resize", resize),
+        ("parameters", f"{info['parameters']:,}"),
+    ]
+    lines += [(f"provenance.{k}", v) for k, v in info["provenance"].items() if v is not None]
+    for key, value in lines:
+        click.echo(f"{key + ':':<24}{value}")
