@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "DeepLabV3": "models",
     "build_model": "models",
     "list_archs": "models",
+    "load_model": "resolve",
+    "load_backbone_weights": "resolve",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

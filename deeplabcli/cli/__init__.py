@@ -19,6 +19,10 @@ from ..errors import DeeplabError
 #: subcommand name → "module:attribute" (relative to deeplabcli.cli), loaded on first use.
 COMMANDS: dict[str, str] = {
     "data": "data:data",
+    "models": "models:models_command",
+    "download": "models:download_command",
+    "convert": "models:convert_command",
+    "info": "models:info_command",
 }
 
 
