@@ -79,8 +79,8 @@ def save_checkpoint(
 
     The files are written into a temporary sibling directory that is then renamed to
     ``directory``. An existing checkpoint there is replaced only after the new one is complete
-    (``overwrite=False`` refuses instead); a non-empty directory that is not a checkpoint is never
-    replaced. ``provenance`` defaults to ``model.provenance`` when the model has one.
+    (``overwrite=False`` refuses instead); a directory holding anything else (other files, a
+    training run) is never replaced: use :func:`write_model_files` for run directories. ``provenance`` defaults to ``model.provenance`` when the model has one.
     """
     directory = Path(directory)
     if directory.exists():
@@ -93,9 +93,17 @@ def save_checkpoint(
                 f"{directory} already exists. Pass --overwrite (overwrite=True) to replace it, "
                 "or choose another output directory."
             )
-        if any(directory.iterdir()) and not (directory / CONFIG_NAME).is_file():
+        present = sorted(p.name for p in directory.iterdir())
+        if present and CONFIG_NAME not in present:
             raise OutputWriteError(
                 f"{directory} is not empty and holds no checkpoint, so it is not replaced. "
+                "Choose another output directory."
+            )
+        others = [name for name in present if name not in (CONFIG_NAME, WEIGHTS_NAME)]
+        if others:
+            raise OutputWriteError(
+                f"{directory} also holds {', '.join(others[:3])}"
+                f"{' ...' if len(others) > 3 else ''} (a training run?), so it is not replaced. "
                 "Choose another output directory."
             )
     parent = directory.parent

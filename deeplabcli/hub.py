@@ -27,6 +27,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DownloadError, IntegrityError
@@ -53,7 +55,8 @@ def url_cache_path(url: str) -> Path:
     """Where the file at ``url`` is cached: ``$HF_HOME/deeplabcli/urls/<host>/<path>``."""
     parts = urllib.parse.urlsplit(url)
     segments = [s for s in parts.path.split("/") if s not in ("", ".", "..")]
-    return hf_home().joinpath("deeplabcli", "urls", parts.netloc or "local", *segments)
+    host = (parts.netloc or "local").replace(":", "_")  # host:port is not a Windows file name
+    return hf_home().joinpath("deeplabcli", "urls", host, *segments)
 
 
 def is_offline() -> bool:
@@ -92,10 +95,12 @@ def hub_download(
     sha256: str | None = None,
     size: int | None = None,
     missing_ok: bool = False,
+    quiet: bool = False,
 ) -> Path | None:
     """Fetch ``filename`` from Hub repo ``repo_id`` at ``revision`` (cached) and verify it.
 
     Returns the local path, or None when ``missing_ok`` and the repo has no such file.
+    ``quiet`` hides huggingface_hub's progress bar.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import (  # (also importable here in older huggingface_hub)
@@ -110,14 +115,15 @@ def hub_download(
     what = what or f"{repo_id}@{revision}"
     where = f"{filename} of Hub repo {repo_id}@{revision}"
     try:
-        local = hf_hub_download(
-            repo_id,
-            filename,
-            revision=revision,
-            cache_dir=hub_cache_dir(),
-            endpoint=hub_endpoint(),
-            local_files_only=is_offline(),
-        )
+        with _progress_bars(enabled=not quiet):
+            local = hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=hub_cache_dir(),
+                endpoint=hub_endpoint(),
+                local_files_only=is_offline(),
+            )
     except RepositoryNotFoundError:
         raise DownloadError(
             f"Hub repo {repo_id} was not found at {hub_endpoint()} (or it is private or gated). "
@@ -145,6 +151,11 @@ def hub_download(
             f"{where} does not exist. Check the file name or the revision."
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as error:
+        if "Consistency check failed" in str(error):  # size differs from the Hub's
+            raise IntegrityError(
+                f"{where} (for {what}) arrived with the wrong size (corrupted or truncated "
+                "download); nothing was kept. Run the command again, or check your mirror."
+            ) from None
         raise DownloadError(
             f"downloading {where} for {what} failed ({_one_line(error)}). " + _how_to_proceed()
         ) from None
@@ -158,6 +169,25 @@ def hub_download(
         git_sha1=blob if re.fullmatch(r"[0-9a-f]{40}", blob) else None,
     )
     return path
+
+
+@contextmanager
+def _progress_bars(*, enabled: bool) -> Iterator[None]:
+    """Hide huggingface_hub's progress bars for the duration when not ``enabled``."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    if enabled or are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()
 
 
 def hub_file_cached(repo_id: str, filename: str, revision: str = "main") -> bool:

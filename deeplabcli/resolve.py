@@ -98,28 +98,43 @@ def parse_hub_ref(text: str) -> tuple[str, str] | None:
 
 
 # ------------------------------------------------------------------------------ the Hub
+def fetch_hub_files(
+    repo_id: str, revision: str = "main", *, what: str | None = None, quiet: bool = False
+) -> dict[str, Path]:
+    """Download (or find in the cache) and verify a Hub repo's ``config`` and ``weights`` files,
+    in our format or transformers' (``model.safetensors`` preferred to ``pytorch_model.bin``)."""
+    what = what or f"{repo_id}@{revision}"
+    config_path = _hub_file(repo_id, CONFIG_NAME, revision, what, quiet=quiet)
+    document = read_json(config_path)
+    commit = config_path.parent.name  # snapshot directories are named by commit hash
+    if isinstance(document, dict) and is_checkpoint_config(document):
+        weights = _hub_file(repo_id, WEIGHTS_NAME, commit, what, quiet=quiet)
+    elif isinstance(document, dict) and "model_type" in document:
+        check_transformers_config(document, f"Hub repo {repo_id}")
+        safetensors, pickled = TRANSFORMERS_WEIGHTS
+        weights = _hub_file(repo_id, safetensors, commit, what, missing_ok=True, quiet=quiet)
+        weights = weights or _hub_file(repo_id, pickled, commit, what, quiet=quiet)
+    else:
+        raise ModelLoadError(
+            f"Hub repo {repo_id} holds neither a deeplabcli checkpoint nor a transformers model. "
+            f"{MODELS_HINT}."
+        )
+    return {"config": config_path, "weights": weights}
+
+
 def load_hub_model(repo_id: str, revision: str = "main", *, what: str | None = None) -> DeepLabV3:
     """A model from Hub repo ``repo_id`` at ``revision``, in our format or transformers'."""
     what = what or f"{repo_id}@{revision}"
-    config_path = _hub_file(repo_id, CONFIG_NAME, revision, what)
-    document = read_json(config_path)
-    commit = config_path.parent.name  # snapshot directories are named by commit hash
+    files = fetch_hub_files(repo_id, revision, what=what)
+    document = read_json(files["config"])
+    commit = files["config"].parent.name
     source = f"hf://{repo_id}@{revision}"
-    if isinstance(document, dict) and is_checkpoint_config(document):
-        weights = _hub_file(repo_id, WEIGHTS_NAME, commit, what)
-        model = build_ours(document, read_safetensors(weights), what)
+    if is_checkpoint_config(document):
+        model = build_ours(document, read_safetensors(files["weights"]), what)
         model.provenance = {**model.provenance, "source": source, "revision": commit}
         return model
-    if isinstance(document, dict) and "model_type" in document:
-        check_transformers_config(document, f"Hub repo {repo_id}")
-        weights = _hub_file(repo_id, TRANSFORMERS_WEIGHTS[0], commit, what, missing_ok=True)
-        weights = weights or _hub_file(repo_id, TRANSFORMERS_WEIGHTS[1], commit, what)
-        provenance = make_provenance(source, converted_from="transformers", revision=commit)
-        return from_transformers_config(document, read_weights(weights), provenance, what)
-    raise ModelLoadError(
-        f"Hub repo {repo_id} holds neither a deeplabcli checkpoint nor a transformers model. "
-        f"{MODELS_HINT}."
-    )
+    provenance = make_provenance(source, converted_from="transformers", revision=commit)
+    return from_transformers_config(document, read_weights(files["weights"]), provenance, what)
 
 
 def _hub_file(repo_id: str, filename: str, revision: str, what: str, **kw: Any) -> Path:
@@ -139,15 +154,13 @@ def fetch_card_files(card: ModelCard, *, quiet: bool = False) -> dict[str, Path]
     assert card.repo and card.filename
     files: dict[str, Path] = {}
     if card.format in ("ours", "transformers"):
-        files["config"] = _hub_file(card.repo, CONFIG_NAME, card.revision, what)
+        files["config"] = _hub_file(card.repo, CONFIG_NAME, card.revision, what, quiet=quiet)
         if card.format == "transformers":
             check_transformers_config(read_json(files["config"]), f"Hub repo {card.repo}")
-    weights = hub.hub_download(
-        card.repo, card.filename, revision=card.revision, what=what, sha256=card.sha256,
-        size=card.size,
+    files["weights"] = _hub_file(
+        card.repo, card.filename, card.revision, what, sha256=card.sha256, size=card.size,
+        quiet=quiet,
     )  # fmt: skip
-    assert weights is not None
-    files["weights"] = weights
     return files
 
 
@@ -206,8 +219,13 @@ def _apply_card(model: DeepLabV3, card: ModelCard) -> DeepLabV3:
 
 
 def download_model(name: str, *, quiet: bool = False) -> dict[str, Path]:
-    """Fetch and verify a card's files into the cache (``deeplab download NAME``)."""
-    return fetch_card_files(get_card(name), quiet=quiet)
+    """Fetch and verify the files of a card or a Hub repo ``owner/name[@revision]`` into the
+    cache (``deeplab download NAME``), so that they load later without network."""
+    card = find_card(name)
+    repo = None if card else parse_hub_ref(name)
+    if repo is not None:
+        return fetch_hub_files(*repo, quiet=quiet)
+    return fetch_card_files(card or get_card(name), quiet=quiet)
 
 
 # ------------------------------------------------------------------------------ training

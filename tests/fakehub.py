@@ -36,7 +36,8 @@ class FakeServer:
         self.refs: dict[str, dict[str, str]] = {}  # repo → branch → commit
         self.urls: dict[str, bytes] = {}  # path under /files/ → bytes
         self.corrupt: set[str] = set()  # "repo/file" or "/files/<path>" served corrupted
-        self.truncate: set[str] = set()  # "/files/<path>" served short of its Content-Length
+        self.truncate: set[str] = set()  # "/files/<path>" cut short of its Content-Length;
+        # "repo/file" sent shorter than the size its HEAD announced
         self.requests: list[tuple[str, str]] = []  # (method, path) in arrival order
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -119,7 +120,11 @@ class FakeServer:
             headers["X-Linked-Size"] = str(len(data))
         else:
             headers["ETag"] = f'"{git_blob_sha1(data)}"'
-        body = corrupted(data) if f"{repo_id}/{filename}" in self.corrupt else data
+        key = f"{repo_id}/{filename}"
+        body = corrupted(data) if key in self.corrupt else data
+        if key in self.truncate and method == "GET":  # a short body that says it is complete
+            body = data[: len(data) // 2]
+            headers["Content-Length"] = str(len(body))
         return 200, headers, body, None
 
 

@@ -124,6 +124,11 @@ def test_overwrite_false_refuses_and_foreign_directories_are_never_replaced(
     with pytest.raises(OutputWriteError, match="holds no checkpoint, so it is not replaced"):
         save_checkpoint(tiny, foreign)
     assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"]
+    run = save_checkpoint(tiny, tmp_path / "run")
+    (run / "train_state.pt").write_bytes(b"optimizer state")
+    with pytest.raises(OutputWriteError, match=r"also holds train_state\.pt \(a training run\?\)"):
+        save_checkpoint(tiny, run)
+    assert (run / "train_state.pt").read_bytes() == b"optimizer state"
 
 
 def test_run_directory_extra_files_are_ignored_and_kept(tmp_path: Path, tiny) -> None:

@@ -84,6 +84,25 @@ def test_download_then_listed_as_cached(url_card: str, monkeypatch: pytest.Monke
     assert run("download", "tiny-imagenet", "-q").exit_code == 0
 
 
+def test_download_hub_repo_for_offline_use(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_tiny", num_classes=2)
+    published = save_checkpoint(model, tmp_path / "published")
+    with FakeServer() as server:
+        server.add_repo(
+            "someone/tiny-deeplab", {p.name: p.read_bytes() for p in published.iterdir()}
+        )
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        result = run("download", "someone/tiny-deeplab", "-q")
+    assert result.exit_code == 0, result.output
+    config, weights = (Path(line) for line in result.stdout.splitlines())
+    assert (config.name, weights.name) == (CONFIG_NAME, WEIGHTS_NAME)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    info = json.loads(run("info", "someone/tiny-deeplab", "--json").stdout)
+    assert info["provenance"]["source"] == "hf://someone/tiny-deeplab@main"
+    assert info["num_classes"] == 2
+
+
 def test_download_unknown_name() -> None:
     result = run("download", "deeplabv3-resnet50")
     assert result.exit_code == 1

@@ -198,6 +198,15 @@ def test_corrupted_hub_file_is_rejected_then_redownloaded(server, tmp_path) -> N
     torch.testing.assert_close(_logits(load_model("someone/tiny-deeplab")), _logits(model))
 
 
+def test_hub_file_shorter_than_announced_is_rejected(server, tmp_path) -> None:
+    _, files = _our_checkpoint_files(tmp_path)
+    server.add_repo("someone/tiny-deeplab", files)
+    server.truncate.add("someone/tiny-deeplab/model.safetensors")
+    with pytest.raises(IntegrityError, match="arrived with the wrong size"):
+        load_model("someone/tiny-deeplab")
+    assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob("*.incomplete"))
+
+
 def test_transformers_hub_repo_prefers_safetensors(server, transformers_model) -> None:
     from safetensors.torch import save
 

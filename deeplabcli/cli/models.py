@@ -76,8 +76,8 @@ def _short_source(source: str) -> str:
 def download_command(name: str, quiet: bool) -> None:
     """Download and verify the files of model NAME into the cache (HF_HOME).
 
-    Run it on a connected machine, then copy the cache to use the model offline
-    (HF_HUB_OFFLINE=1).
+    NAME: a model name from `deeplab models` or a Hub repo owner/name[@revision]. Run it on a
+    connected machine, then copy the cache to use the model offline (HF_HUB_OFFLINE=1).
     """
     from ..progress import message
     from ..resolve import download_model
