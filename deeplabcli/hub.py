@@ -126,8 +126,9 @@ def hub_download(
             )
     except RepositoryNotFoundError:
         raise DownloadError(
-            f"Hub repo {repo_id} was not found at {hub_endpoint()} (or it is private or gated). "
-            "Check the name, log in with `hf auth login`, or run `deeplab models`."
+            f"Hub repo {repo_id} was not found at {hub_endpoint()} (it may be private or gated, "
+            "or meant as a local path that does not exist). Check the name or path, log in with "
+            "`hf auth login`, or run `deeplab models`."
         ) from None
     except RevisionNotFoundError:
         raise DownloadError(

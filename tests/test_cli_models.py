@@ -153,7 +153,7 @@ def test_info_text_and_json(checkpoint: Path) -> None:
     lines = result.stdout.splitlines()
     assert "architecture:           deeplabv3_tiny" in lines
     assert "output stride:          16" in lines
-    assert "head:                   paper (ASPP rates 6, 12, 18, image pooling True)" in lines
+    assert "head:                   paper, ASPP rates 6, 12, 18, image pooling" in lines
     assert "classes:                3: sky, road, car" in lines
     assert "resize:                 none (whole image)" in lines
     model = load_checkpoint(checkpoint)

@@ -220,6 +220,16 @@ def test_transformers_hub_repo_prefers_safetensors(server, transformers_model) -
     assert model.provenance["converted_from"] == "transformers"
     assert not any(path.endswith("pytorch_model.bin") for _, path in server.requests)
 
+    server.add_repo(  # an older repo with the pickled weights only: read with weights_only
+        "someone/mnv2-seg-bin",
+        {
+            "config.json": json.dumps(config_dict).encode(),
+            "pytorch_model.bin": _bytes_of(state_dict),
+        },
+    )
+    legacy = load_model("someone/mnv2-seg-bin")
+    torch.testing.assert_close(_logits(legacy), _logits(model), rtol=0, atol=0)
+
 
 def test_hub_repo_with_a_foreign_config_is_refused(server) -> None:
     server.add_repo(

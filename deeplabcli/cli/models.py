@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 
-@click.command("models")
+@click.command("models", short_help="List the named pretrained models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the cards as JSON on stdout.")
 def models_command(as_json: bool) -> None:
     """List the named pretrained models (model cards) and whether they are cached."""
@@ -70,7 +70,7 @@ def _short_source(source: str) -> str:
     return "hf:" + source.split("@", 1)[0]
 
 
-@click.command("download")
+@click.command("download", short_help="Download and verify a model into the cache.")
 @click.argument("name")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def download_command(name: str, quiet: bool) -> None:
@@ -88,7 +88,7 @@ def download_command(name: str, quiet: bool) -> None:
         click.echo(str(path))
 
 
-@click.command("convert")
+@click.command("convert", short_help="Convert a model to a deeplabcli checkpoint.")
 @click.argument("src")
 @click.option(
     "-o",
@@ -113,7 +113,7 @@ def convert_command(src: str, output: Path, overwrite: bool) -> None:
     click.echo(str(written))
 
 
-@click.command("info")
+@click.command("info", short_help="Describe a model: architecture, classes, size.")
 @click.argument("ref", metavar="REF")
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
 def info_command(ref: str, as_json: bool) -> None:
@@ -130,18 +130,23 @@ def info_command(ref: str, as_json: bool) -> None:
         return
     pre = info["preprocessing"]
     resize = f"fit {pre['size']}" if pre["resize"] == "fit" else "none (whole image)"
-    rates = ", ".join(map(str, info["aspp_rates"])) or "-"
+    head = info["head"]
+    if info["aspp_rates"]:
+        head += f", ASPP rates {', '.join(map(str, info['aspp_rates']))}"
+    if info["image_pooling"]:
+        head += ", image pooling"
     lines = [
         ("architecture", info["architecture"]),
         ("backbone", info["backbone"]),
         ("output stride", info["output_stride"]),
-        ("head", f"{info['head']} (ASPP rates {rates}, image pooling {info['image_pooling']})"),
+        ("head", head),
         ("aux head", info["aux_head"]),
         ("classes", f"{info['num_classes']}: {', '.join(info['classes'])}"),
         ("mean / std", f"{pre['mean']} / {pre['std']}"),
         ("resize", resize),
         ("parameters", f"{info['parameters']:,}"),
     ]
-    lines += [(f"provenance.{k}", v) for k, v in info["provenance"].items() if v is not None]
+    provenance = [(f"  {k}", v) for k, v in info["provenance"].items() if v is not None]
+    lines += [("provenance", ""), *provenance] if provenance else []
     for key, value in lines:
-        click.echo(f"{key + ':':<24}{value}")
+        click.echo(f"{key + ':':<24}{value}".rstrip())
