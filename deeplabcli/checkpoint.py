@@ -146,7 +146,14 @@ def _write_files(model: DeepLabV3, directory: Path, provenance: Mapping[str, Any
     from safetensors.torch import save_file
 
     document = checkpoint_config_dict(model, provenance)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in model.state_dict().items():
+        value = value.detach().to("cpu").contiguous()
+        if value.numel() and value.data_ptr() in seen:  # safetensors refuses shared storage
+            value = value.clone()
+        seen.add(value.data_ptr())
+        tensors[key] = value
     metadata = {"format": "pt", METADATA_CONFIG_KEY: json.dumps(document)}
     weights_tmp = directory / f".{WEIGHTS_NAME}.{uuid.uuid4().hex[:8]}.tmp"
     config_tmp = directory / f".{CONFIG_NAME}.{uuid.uuid4().hex[:8]}.tmp"

@@ -125,6 +125,7 @@ def test_default_card_downloads_verifies_caches_and_loads_offline(
     assert model.provenance["sha256"] == hashlib.sha256(_bytes_of(state_dict)).hexdigest()
     assert card_is_cached(card)
     assert ("GET", f"/{DEFAULT_REPO}/resolve/main/pytorch_model.bin") in server.requests
+    assert not any("xet" in path.lower() for _, path in server.requests)  # plain HTTP only
 
     server.stop()  # server gone: the cache answers, first without and then with offline mode
     torch.testing.assert_close(_logits(load_model(card.name)), reference, rtol=0, atol=0)
