@@ -92,7 +92,9 @@ def test_hub_configuration_matches_transformers(hub_pair, height, width):
 
 
 def test_converted_config_describes_the_checkpoint(hub_pair):
-    _, ours = hub_pair
+    theirs, ours = hub_pair
+    unused = sum(p.numel() for p in theirs.mobilenet_v2.conv_1x1.parameters())
+    assert sum(p.numel() for p in ours.parameters()) == theirs.num_parameters() - unused
     config = ours.config
     assert config.backbone == "mobilenetv2"
     assert config.head == "mobile"
