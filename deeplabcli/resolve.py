@@ -28,7 +28,7 @@ from .checkpoint import (
     make_provenance,
     read_safetensors,
 )
-from .errors import ModelLoadError
+from .errors import ModelLoadError, OutputWriteError
 from .integrity import sha256_file
 from .loaders import (
     MODELS_HINT,
@@ -261,7 +261,7 @@ def convert_model(src: Ref, output: str | os.PathLike, *, overwrite: bool = Fals
 
     output = Path(output)
     if output.exists() and not overwrite:
-        raise ModelLoadError(
+        raise OutputWriteError(
             f"{output} already exists. Pass --overwrite to replace it, or choose another -o."
         )
     model = load_model(src)
