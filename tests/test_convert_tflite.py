@@ -193,28 +193,35 @@ def random_folded_model(**overrides):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "size", "align_corners", "pool_first"),
+    ("overrides", "size", "align_corners", "layout"),
     [
-        pytest.param({}, (65, 65), True, True, id="dm0.25-os8-odd"),
+        pytest.param({}, (65, 65), True, {}, id="dm0.25-os8-odd"),
         pytest.param(
             {"depth_multiplier": 0.5, "depth_divisible_by": 1, "output_stride": 16},
             (64, 48),
             False,
-            False,
-            id="dm0.5-unrounded-os16-even-half-pixel",
+            {"pool_first": False},
+            id="dm0.5-unrounded-os16-even-half-pixel-1x1-first",
         ),
         pytest.param(
-            {"depth_multiplier": 0.35, "output_stride": 32}, (50, 71), True, True, id="dm0.35-os32"
+            {"depth_multiplier": 0.35, "output_stride": 32},
+            (50, 71),
+            True,
+            {"mean_pool": True},
+            id="dm0.35-os32-mean-pooling",
         ),
     ],
 )
 def test_synthetic_export_runs_like_the_interpreter_and_converts_back(
-    tmp_path, overrides, size, align_corners, pool_first
+    tmp_path, overrides, size, align_corners, layout
 ):
     model = random_folded_model(align_corners=align_corners, **overrides)
     path = DeepLabExporter().export(
-        model, tmp_path / "m.tflite", size, pool_first=pool_first, align_corners=align_corners
+        model, tmp_path / "m.tflite", size, align_corners=align_corners, **layout
     )
+    found = match_deeplab(read_graph(path))
+    assert found.pool_first == layout.get("pool_first", True)
+    assert ("MEAN" in {op.kind for op in found.graph.ops}) == layout.get("mean_pool", False)
     converted = from_tflite(path)
     for name in ("depth_multiplier", "depth_divisible_by", "output_stride", "align_corners",
                  "num_classes", "head_channels", "folded_bn", "tf_padding"):  # fmt: skip

@@ -16,7 +16,7 @@ import numpy as np
 import tflite
 
 CODES = {"ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3,
-         "DEPTHWISE_CONV_2D": 4, "RESIZE_BILINEAR": 23, "ARG_MAX": 56}  # fmt: skip
+         "DEPTHWISE_CONV_2D": 4, "RESIZE_BILINEAR": 23, "MEAN": 40, "ARG_MAX": 56}  # fmt: skip
 VERSIONS = {"DEPTHWISE_CONV_2D": 2, "RESIZE_BILINEAR": 3}
 FLOAT32, INT32, INT64, INT8 = 0, 2, 4, 9
 ACT = {"NONE": 0, "RELU": 1, "RELU6": 3}
@@ -167,6 +167,10 @@ def _options(b, kind, o):
     if kind == "ADD":
         tflite.AddOptionsStart(b)
         return kinds.AddOptions, tflite.AddOptionsEnd(b)
+    if kind == "MEAN":
+        tflite.ReducerOptionsStart(b)
+        tflite.ReducerOptionsAddKeepDims(b, True)
+        return kinds.ReducerOptions, tflite.ReducerOptionsEnd(b)
     if kind == "ARG_MAX":
         tflite.ArgMaxOptionsStart(b)
         tflite.ArgMaxOptionsAddOutputType(b, INT64)
@@ -234,9 +238,11 @@ class DeepLabExporter:
         align_corners=True,
         half_pixel=None,
         argmax=False,
+        mean_pool=False,
     ):
         """Write ``model`` for a fixed input ``size`` (H, W); returns the path. The logits resize
-        uses ``align_corners`` and ``half_pixel`` (default: not ``align_corners``)."""
+        uses ``align_corners`` and ``half_pixel`` (default: not ``align_corners``); the image
+        pooling is AVERAGE_POOL_2D, or MEAN over height and width with ``mean_pool``."""
         half_pixel = not align_corners if half_pixel is None else half_pixel
         h, w = size
         x = self.activation("input", [1, h, w, 3])
@@ -259,7 +265,11 @@ class DeepLabExporter:
                 t = out
         head, channels = model.head, model.config.head_channels
         pooled = self.activation("AvgPool", [1, 1, 1, bb.out_channels])
-        self.w.op("AVERAGE_POOL_2D", [t], [pooled], filter=hw)
+        if mean_pool:
+            axes = self.w.tensor("axes", [2], INT32, np.array([1, 2], np.int32))
+            self.w.op("MEAN", [t, axes], [pooled])
+        else:
+            self.w.op("AVERAGE_POOL_2D", [t], [pooled], filter=hw)
         pool_conv = self.conv("head.aspp.convs.1.conv.0", head.aspp.convs[1].conv[0], pooled, (1, 1), activation="RELU")  # fmt: skip
         feature_size = self.w.tensor("size", [2], INT32, np.array(hw, np.int32))
         up = self.activation("ResizeBilinear", [1, *hw, channels])

@@ -119,31 +119,14 @@ class DeepLabGraph:
         layers["head.aspp.project.0"] = self.projection
         layers["head.classifier"] = self.logits
         for name, op in layers.items():
-            state[f"{name}.weight"], state[f"{name}.bias"] = conv_parameters(self.graph, op)
+            weight, bias = self.graph.conv_weights(op)
+            state[f"{name}.weight"] = torch.from_numpy(weight)
+            state[f"{name}.bias"] = torch.from_numpy(bias)
         if self.pool_first:  # ours concatenates [1×1, pooling]
             weight = state["head.aspp.project.0.weight"]
             pool, one_by_one = weight.split(weight.shape[1] // 2, dim=1)
             state["head.aspp.project.0.weight"] = torch.cat([one_by_one, pool], dim=1)
         return state
-
-
-def conv_parameters(graph: Graph, op: Op) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight (O, I/groups, KH, KW), bias (O,)) of a CONV_2D or DEPTHWISE_CONV_2D, float32."""
-    weight = graph.constant(op.inputs[1])  # CONV_2D: (O, KH, KW, I); depthwise: (1, KH, KW, C)
-    axes = (0, 3, 1, 2) if op.kind == "CONV_2D" else (3, 0, 1, 2)
-    out_channels = weight.shape[axes[0]]
-    bias = np.zeros(out_channels, dtype=np.float32)
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        b, x, w = (graph.tensors[op.inputs[i]] for i in (2, 0, 1))
-        if b.dtype == 2 and b.data is not None:  # int32 accumulator bias
-            if x.scale is None or w.scale is None:
-                raise _not_deeplab(f"the int32 bias {b.name!r} has no input/weight scales")
-            q = graph.values(op.inputs[2]).astype(np.float64)
-            bias = (q * (x.scale[0] * w.scale)).astype(np.float32)
-        else:
-            bias = graph.constant(op.inputs[2])
-    tensor = torch.from_numpy(np.ascontiguousarray(weight.transpose(axes)))
-    return tensor, torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
 
 
 def _not_deeplab(detail: str) -> ConversionError:
@@ -255,10 +238,12 @@ def _match_head(
         raise _not_deeplab(
             f"the image pooling covers {pool.options['filter']}, not the whole {features[1:3]} feature map"
         )
-    if pool.kind == "MEAN" and sorted(int(a) % 4 for a in graph.values(pool.inputs[1]).ravel()) != [
-        1,
-        2,
-    ]:
+    axes = (
+        {int(a) % 4 for a in graph.values(pool.inputs[1]).ravel()}
+        if pool.kind == "MEAN"
+        else {1, 2}
+    )
+    if axes != {1, 2}:
         raise _not_deeplab("the image pooling does not average over height and width")
     _check_conv(graph, aspp, 1, "RELU", "the 1×1 ASPP branch")
     pool_conv = _single(graph, pool.outputs[0], ("CONV_2D",), "the image pooling")

@@ -128,6 +128,27 @@ class Graph:
             )
         return dequantize(raw, tensor.scale, tensor.zero_point, tensor.quantized_dimension)
 
+    def conv_weights(self, op: Op) -> tuple[np.ndarray, np.ndarray]:
+        """(weight (O, I/groups, KH, KW), bias (O,)) of a CONV_2D or DEPTHWISE_CONV_2D as
+        contiguous float32 in PyTorch's layout. An int32 bias is dequantized with scale =
+        input scale × weight scale (per channel), the scale TFLite's kernels accumulate in."""
+        weight = self.constant(op.inputs[1])  # CONV_2D: (O, KH, KW, I); depthwise: (1, KH, KW, C)
+        axes = (0, 3, 1, 2) if op.kind == "CONV_2D" else (3, 0, 1, 2)
+        bias = np.zeros(weight.shape[axes[0]], dtype=np.float32)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            x, w, b = (self.tensors[i] for i in op.inputs[:3])
+            if b.dtype == 2:  # int32, in the accumulator's scale
+                if x.scale is None or w.scale is None:
+                    raise ConversionError(
+                        f"the int32 bias {b.name!r} comes without input and weight scales. "
+                        "The graph is not a DeepLab MobileNetV2 export this converter reads."
+                    )
+                q = self.values(op.inputs[2]).astype(np.float64)
+                bias = (q * (x.scale[0] * w.scale)).astype(np.float32)
+            else:
+                bias = self.constant(op.inputs[2])
+        return np.ascontiguousarray(weight.transpose(axes)), np.ascontiguousarray(bias)
+
 
 def dequantize(
     q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int
