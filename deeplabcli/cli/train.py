@@ -1,0 +1,276 @@
+"""``deeplab train``, ``deeplab finetune`` and ``deeplab bootstrap``.
+
+Options are read in three layers: the command's defaults (the paper's first stage for
+``train``, its second stage for ``finetune``), then ``--config FILE`` (TOML: a ``[train]`` or
+``[finetune]`` table, or top-level keys named like TrainConfig fields), then the options given
+on the command line. With ``--resume`` the first layer is the run's saved settings instead, so
+``deeplab train --out RUN --resume`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from ..config import HARD_CLASSES, TrainConfig
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: click parameter name → TrainConfig field, where they differ
+FIELD_NAMES = {"model_arch": "arch", "os": "output_stride"}
+#: click parameters that are not TrainConfig fields
+NOT_FIELDS = ("config", "quiet", "ref")
+_GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+_DEFAULTS = TrainConfig.__dataclass_fields__
+
+
+class IntList(click.ParamType):
+    """``1,2,4`` → ``(1, 2, 4)``."""
+
+    name = "N,N,..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (tuple, list)):
+            return tuple(int(v) for v in value)
+        try:
+            items = tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            items = ()
+        if not items or any(v < 1 for v in items):
+            self.fail(f"{value!r} is not a list of positive integers, e.g. 1,2,4.", param, ctx)
+        return items
+
+
+def _default(name: str) -> Any:
+    return _DEFAULTS[name].default
+
+
+def _options(specs: list[Callable[[Callable], Callable]]) -> Callable[[Callable], Callable]:
+    def apply(function: Callable) -> Callable:
+        for spec in reversed(specs):
+            function = spec(function)
+        return function
+
+    return apply
+
+
+def _data_options(stage: dict[str, Any]) -> list[Callable[[Callable], Callable]]:
+    return [
+        click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML file of options (flags override it)."),
+        click.option("--dataset", type=click.Choice(["voc", "folder"]), default="voc", show_default=True),
+        click.option("--data-root", help="VOCdevkit (or VOC2012) or a custom data set folder [env: DEEPLAB_DATA_ROOT]."),
+        click.option("--split", default=stage.get("split", _default("split")), show_default=True, help="Split name or list file (e.g. from `deeplab bootstrap`)."),
+        click.option("--num-classes", type=click.IntRange(min=1), help="Class count; re-initialises the classifier of an init model with another count."),
+    ]  # fmt: skip
+
+
+def _optim_options(stage: dict[str, Any]) -> list[Callable[[Callable], Callable]]:
+    def opt(flag: str, field: str, kind: Any, text: str) -> Callable[[Callable], Callable]:
+        return click.option(
+            flag, type=kind, default=stage.get(field, _default(field)), show_default=True, help=text
+        )
+
+    return [
+        click.option("--os", type=click.IntRange(min=1), default=stage.get("output_stride", 16), show_default=True, help="Output stride to train at."),
+        opt("--crop-size", "crop_size", click.IntRange(min=1), "Square training crop (pixels)."),
+        opt("--batch-size", "batch_size", click.IntRange(min=1), "Images per iteration over all processes."),
+        opt("--lr", "lr", click.FloatRange(min=0, min_open=True), "Base learning rate (poly schedule, power 0.9)."),
+        opt("--iters", "iters", click.IntRange(min=1), "Training iterations."),
+        opt("--momentum", "momentum", click.FloatRange(0, 1, max_open=True), "SGD momentum."),
+        opt("--weight-decay", "weight_decay", click.FloatRange(min=0), "L2 on conv weights."),
+        opt("--bn-momentum", "bn_momentum", click.FloatRange(0, 1), "BN momentum (1 - TF decay 0.9997)."),
+        click.option("--freeze-bn/--train-bn", default=stage.get("freeze_bn", False), show_default=True, help="Keep BN statistics and parameters fixed."),
+        click.option("--aux-loss", is_flag=True, help="Train an auxiliary FCN head on block3 (weight 0.4)."),
+        click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on with CUDA]."),
+    ]  # fmt: skip
+
+
+def _run_options() -> list[Callable[[Callable], Callable]]:
+    return [
+        click.option("--val-split", help="Evaluate mIoU on this split during training."),
+        click.option("--val-every", type=click.IntRange(min=1), default=_default("val_every"), show_default=True),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--workers", type=click.IntRange(min=0), default=_default("workers"), show_default=True, help="Data loading processes."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ..."),
+        click.option("--out", default=_default("out"), show_default=True, type=click.Path(file_okay=False), help="Run directory (a checkpoint directory)."),
+        click.option("--save-every", type=click.IntRange(min=1), default=_default("save_every"), show_default=True, help="Checkpoint every N iterations."),
+        click.option("--log-every", type=click.IntRange(min=1), default=_default("log_every"), show_default=True, help="metrics.jsonl line every N iterations."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+        click.option("--overwrite", is_flag=True, help="Replace a different run found in --out."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages."),
+    ]  # fmt: skip
+
+
+def read_config_file(path: str, section: str) -> dict[str, Any]:
+    """The options in a TOML file: its ``[section]`` table if it has one, else its top level.
+    Keys are TrainConfig fields or option names (``crop-size``, ``os``, ``model-arch``)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read config file {path} ({error.strerror}). Check the path."
+        ) from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(
+            f"config file {path} is not valid TOML ({error}). Fix the file."
+        ) from None
+    table = data.get(section, data)
+    keys = ((k.replace("-", "_"), v) for k, v in table.items() if not isinstance(v, dict))
+    return {FIELD_NAMES.get(k, k): v for k, v in keys}
+
+
+def build_config(ctx: click.Context, stage: dict[str, Any], section: str) -> TrainConfig:
+    """Defaults (``stage`` over TrainConfig's) ← ``--config`` file ← options given; with
+    ``--resume`` the run's saved settings replace the defaults."""
+    from ..engine.run_dir import read_run_config
+
+    params = ctx.params
+    given = {
+        FIELD_NAMES.get(k, k): v
+        for k, v in params.items()
+        if k not in NOT_FIELDS and ctx.get_parameter_source(k) in _GIVEN
+    }
+    path = params.get("config")
+    from_file = read_config_file(path, section) if path else {}
+    where = f"config file {path}" if path else "options"
+    if given.get("resume") or from_file.get("resume"):
+        out = given.get("out") or from_file.get("out") or _default("out")
+        base = read_run_config(out).to_dict()
+        return TrainConfig.from_dict({**base, **from_file, **given, "resume": True}, where=where)
+    return TrainConfig.from_dict({**stage, **from_file, **given}, where=where)
+
+
+def _finish(result: Any) -> None:
+    parts = [f"Trained {result.iteration} iterations"]
+    if result.loss is not None:
+        parts.append(f"loss {result.loss:.4f}")
+    if result.val_miou is not None:
+        parts.append(f"val mIoU {result.val_miou:.4f}")
+    click.echo(f"{', '.join(parts)}. Checkpoint: {result.out} (use it with --model {result.out}).")
+
+
+@click.command()
+@_options(_data_options({}))
+@click.option(
+    "--model-arch",
+    default="deeplabv3_resnet101",
+    show_default=True,
+    help="Architecture, e.g. deeplabv3_resnet50, deeplabv3_mobilenetv2.",
+)
+@click.option("--multi-grid", type=IntList(), help="Unit rates of block4+ [default: 1,2,4].")
+@click.option("--aspp-rates", type=IntList(), help="ASPP rates at OS 16 [default: 6,12,18].")
+@click.option(
+    "--image-pooling/--no-image-pooling",
+    default=None,
+    help="ASPP image-level features [default: on].",
+)
+@click.option("--cascade", type=click.IntRange(4, 7), help="Last ResNet block, 4..7 [default: 4].")
+@click.option(
+    "--init",
+    default="imagenet",
+    show_default=True,
+    help="imagenet (the backbone's ImageNet card), none, or a model reference.",
+)
+@_options(_optim_options({}))
+@_options(_run_options())
+@click.pass_context
+def train(ctx: click.Context, **_: Any) -> None:  # fmt: skip
+    """Train DeepLabv3 with the paper's recipe (stage 1: trainaug, OS 16, lr 0.007, 30K its).
+
+    \b
+      deeplab train --data-root VOCdevkit --out runs/r101
+      deeplab train --out runs/r101 --resume
+      torchrun --nproc-per-node 8 -m deeplabcli train --data-root VOCdevkit --out runs/r101
+    """
+    from ..engine.train import train as run_training
+
+    config = build_config(ctx, {}, "train")
+    _finish(run_training(config, progress=not ctx.params["quiet"]))
+
+
+@click.command()
+@click.argument("ref")
+@_options(_data_options({"split": "trainval"}))
+@_options(_optim_options({"output_stride": 8, "lr": 0.001, "freeze_bn": True}))
+@_options(_run_options())
+@click.pass_context
+def finetune(ctx: click.Context, ref: str, **_: Any) -> None:
+    """Fine-tune REF with the paper's stage 2: BN frozen, OS 8, lr 0.001, trainval, 30K its.
+
+    REF is any model reference (run directory, checkpoint, card name, file, Hub repo). With
+    --num-classes N (or a data set of N classes) its classifier is re-initialised.
+
+    \b
+      deeplab finetune runs/r101 --data-root VOCdevkit --out runs/r101-ft
+    """
+    from ..engine.finetune import STAGE2_DEFAULTS
+    from ..engine.train import train as run_training
+
+    config = build_config(ctx, {**STAGE2_DEFAULTS, "init": ref}, "finetune")
+    _finish(run_training(config.replace(init=ref), progress=not ctx.params["quiet"]))
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(["voc", "folder"]), default="voc", show_default=True)
+@click.option(
+    "--data-root", help="VOCdevkit (or VOC2012) or a custom data set [env: DEEPLAB_DATA_ROOT]."
+)
+@click.option("--split", default="train", show_default=True, help="Split name or list file.")
+@click.option(
+    "--classes",
+    default=",".join(HARD_CLASSES),
+    show_default=True,
+    help="Comma-separated hard classes.",
+)
+@click.option(
+    "--copies",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Times each hard image appears.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="List to write [default: <split>_bootstrap.txt beside the split].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Threads reading masks.",
+)
+def bootstrap(dataset: str, data_root: str | None, split: str, classes: str, copies: int, output: str | None, workers: int) -> None:  # fmt: skip
+    """Duplicate images that contain hard classes in a training list (paper Sec. 4.4).
+
+    \b
+      deeplab bootstrap --data-root VOCdevkit --split trainaug
+      deeplab train --data-root VOCdevkit --split trainaug_bootstrap ...
+    """
+    from ..engine.bootstrap import bootstrap_split
+    from ..progress import message, print_table, progress_bar
+
+    with progress_bar(None, "reading masks", unit="masks") as bar:
+        result = bootstrap_split(
+            data_root, split, classes.split(","), copies=copies, output=output,
+            dataset=dataset, workers=workers, on_progress=bar.advance,
+        )  # fmt: skip
+    rows = [(name, count) for name, count in result.images_per_class.items()]
+    rows.append(("any of them", result.hard_entries))
+    print_table("Images per hard class", ["class", "images"], rows, justify=["left", "right"])
+    message(
+        f"{result.original_length} entries → {result.new_length} "
+        f"({result.hard_entries} hard images × {result.copies}). Train with --split {result.output}"
+    )
+    click.echo(str(result.output))
