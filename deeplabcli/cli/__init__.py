@@ -19,6 +19,9 @@ from ..errors import DeeplabError
 #: subcommand name → "module:attribute" (relative to deeplabcli.cli), loaded on first use.
 COMMANDS: dict[str, str] = {
     "data": "data:data",
+    "train": "train:train",
+    "finetune": "train:finetune",
+    "bootstrap": "train:bootstrap",
     "models": "models:models_command",
     "download": "models:download_command",
     "convert": "models:convert_command",
