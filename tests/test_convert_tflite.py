@@ -47,6 +47,16 @@ def google_input(image_path: Path, side: int) -> tuple[np.ndarray, tuple[int, in
     return canvas, (h, w)
 
 
+def google_batches(voc_root: Path, ids: list[str], side: int, size: int):
+    """Yield (uint8 canvases (B, side, side, 3), valid (h, w) per image) for ``ids``."""
+    for start in range(0, len(ids), size):
+        items = [
+            google_input(voc_root / "JPEGImages" / f"{i}.jpg", side)
+            for i in ids[start : start + size]
+        ]
+        yield np.stack([canvas for canvas, _ in items]), [hw for _, hw in items]
+
+
 def interpreter(path: Path):
     it = litert.Interpreter(model_path=str(path), num_threads=2)
     it.allocate_tensors()
@@ -54,61 +64,65 @@ def interpreter(path: Path):
 
 
 def run_interpreter(it, x: np.ndarray) -> np.ndarray:
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]["index"])[0]
+    """The interpreter's output for each image of the batch ``x`` (it takes one at a time)."""
+    index = it.get_input_details()[0]["index"]
+    results = []
+    for image in x:
+        it.set_tensor(index, image[None])
+        it.invoke()
+        results.append(it.get_tensor(it.get_output_details()[0]["index"])[0])
+    return np.stack(results)
 
 
 def ours_nhwc(model, x: np.ndarray) -> np.ndarray:
-    """Our logits for an NHWC float input, as (H, W, C)."""
+    """Our logits (B, H, W, C) for an NHWC float batch."""
     with torch.inference_mode():
         out = model(torch.from_numpy(x).permute(0, 3, 1, 2))["out"]
-    return out[0].permute(1, 2, 0).numpy()
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+class Agreement:
+    """Argmax agreement counted over whole canvases and over the image regions."""
+
+    def __init__(self) -> None:
+        self.same = self.total = self.valid_same = self.valid_total = 0
+
+    def add(self, ours: np.ndarray, theirs: np.ndarray, valid: list[tuple[int, int]]) -> None:
+        same = ours == theirs  # (B, H, W)
+        self.same += int(same.sum())
+        self.total += same.size
+        for plane, (h, w) in zip(same, valid, strict=True):
+            self.valid_same += int(plane[:h, :w].sum())
+            self.valid_total += h * w
+
+    @property
+    def whole(self) -> float:
+        return self.same / self.total
+
+    @property
+    def image(self) -> float:
+        return self.valid_same / self.valid_total
 
 
 # ----------------------------------------------------------------------------- real models
 def test_float_model_matches_interpreter_on_voc_val(tflite_float_path, voc_root):
     model = from_tflite(tflite_float_path)
     it = interpreter(tflite_float_path)
-    side = 257
-    worst, agree, valid_agree, valid_total = 0.0, 0, 0, 0
     ids = val_ids(voc_root)
     assert len(ids) == 120
-    for image_id in ids:
-        canvas, (h, w) = google_input(voc_root / "JPEGImages" / f"{image_id}.jpg", side)
-        x = (canvas.astype(np.float32) / 127.5 - 1.0)[None]  # (x − 127.5) / 127.5
-        x[0, h:, :] = 0.0  # padding is the mean, exactly 0 in [-1, 1]
-        x[0, :, w:] = 0.0
-        expected = run_interpreter(it, x)
-        ours = ours_nhwc(model, x)
+    worst, agreement = 0.0, Agreement()
+    for canvases, valid in google_batches(voc_root, ids, 257, size=8):
+        x = canvases.astype(np.float32) / 127.5 - 1.0  # (x − 127.5) / 127.5
+        for image, (h, w) in zip(x, valid, strict=True):
+            image[h:, :] = 0.0  # the padding is the mean, exactly 0 in [-1, 1]
+            image[:, w:] = 0.0
+        expected, ours = run_interpreter(it, x), ours_nhwc(model, x)
         worst = max(worst, float(np.abs(ours - expected).max()))
-        same = ours.argmax(-1) == expected.argmax(-1)
-        agree += int(same.sum())
-        valid_agree += int(same[:h, :w].sum())
-        valid_total += h * w
-    agreement = agree / (len(ids) * side * side)
-    print(f"float 257: max-abs {worst:.2e}, argmax agreement {agreement:.6f} "
-          f"(image region {valid_agree / valid_total:.6f})")  # fmt: skip
+        agreement.add(ours.argmax(-1), expected.argmax(-1), valid)
+    print(f"float 257: max-abs {worst:.2e}, argmax agreement {agreement.whole:.6f} "
+          f"(image region {agreement.image:.6f})")  # fmt: skip
     assert worst <= 1e-3
-    assert agreement >= 0.999
-    assert valid_agree / valid_total >= 0.999
-
-
-def quant_agreement(model, path: Path, voc_root: Path, ids: list[str]) -> tuple[float, float]:
-    """Argmax agreement of our float model with the uint8 interpreter's ArgMax output, over the
-    whole 513×513 canvas and over the image region."""
-    it = interpreter(path)
-    side = 513
-    agree = valid_agree = valid_total = 0
-    for image_id in ids:
-        canvas, (h, w) = google_input(voc_root / "JPEGImages" / f"{image_id}.jpg", side)
-        expected = run_interpreter(it, canvas[None])  # (513, 513) int64 class map
-        x = ((canvas.astype(np.float32) - 128.0) / 128.0)[None]  # the interpreter's dequantization
-        same = ours_nhwc(model, x).argmax(-1) == expected
-        agree += int(same.sum())
-        valid_agree += int(same[:h, :w].sum())
-        valid_total += h * w
-    return agree / (len(ids) * side * side), valid_agree / valid_total
+    assert agreement.whole >= 0.999 and agreement.image >= 0.999
 
 
 @pytest.mark.parametrize(
@@ -117,10 +131,15 @@ def quant_agreement(model, path: Path, voc_root: Path, ids: list[str]) -> tuple[
 )
 def test_quantized_model_agrees_with_interpreter_argmax(tflite_quant_path, voc_root, count):
     model = from_tflite(tflite_quant_path)
-    whole, image = quant_agreement(model, tflite_quant_path, voc_root, val_ids(voc_root, count))
-    print(f"uint8 513, {count} images: argmax agreement {whole:.4f} (image region {image:.4f})")
-    assert whole >= 0.97
-    assert image >= 0.97
+    it = interpreter(tflite_quant_path)
+    agreement = Agreement()
+    for canvases, valid in google_batches(voc_root, val_ids(voc_root, count), 513, size=4):
+        expected = run_interpreter(it, canvases)  # (B, 513, 513) int64 class maps
+        x = (canvases.astype(np.float32) - 128.0) / 128.0  # the input's uint8 quantization
+        agreement.add(ours_nhwc(model, x).argmax(-1), expected, valid)
+    print(f"uint8 513, {count} images: argmax agreement {agreement.whole:.4f} "
+          f"(image region {agreement.image:.4f})")  # fmt: skip
+    assert agreement.whole >= 0.97 and agreement.image >= 0.97
 
 
 def test_float_model_graph_is_read_not_assumed(tflite_float_path):
@@ -232,7 +251,7 @@ def test_synthetic_export_runs_like_the_interpreter_and_converts_back(
     it = interpreter(path)
     x = np.random.default_rng(0).uniform(-1, 1, (1, *size, 3)).astype(np.float32)
     expected = run_interpreter(it, x)
-    assert expected.std(axis=(0, 1)).min() > 0.1  # logits that vary over the image
+    assert expected.std(axis=(0, 1, 2)).min() > 0.1  # logits that vary over the image
     assert np.abs(ours_nhwc(model, x) - expected).max() < 1e-4
     assert np.abs(ours_nhwc(converted, x) - expected).max() < 1e-4
 
@@ -280,6 +299,17 @@ def test_a_graph_that_is_not_deeplab_is_a_clear_error(tmp_path):
         "the TFLite graph is not a DeepLabv3 MobileNetV2 this converter reads: expected the "
         "convs of block 0, found nothing. Use one of Google's DeepLab MobileNetV2 exports."
     )
+
+
+def test_a_constant_with_the_wrong_byte_count_is_reported_as_damage(tmp_path):
+    w = GraphWriter()
+    x = w.tensor("input", [1, 9, 9, 3])
+    weight = w.tensor("w", [4, 3, 3, 3], FLOAT32, np.zeros(10, np.float32))
+    y = w.tensor("features", [1, 5, 5, 4])
+    w.op("CONV_2D", [x, weight, -1], [y], stride=2, activation="RELU6")
+    graph = read_graph(w.write(tmp_path / "short.tflite", [x], [y]))
+    with pytest.raises(ConversionError, match=r"'w' holds 40 bytes for shape \[4, 3, 3, 3\]"):
+        graph.conv_weights(graph.ops[0])
 
 
 # ----------------------------------------------------------------------------- errors

@@ -110,7 +110,13 @@ class Graph:
                 f"tensor {tensor.name!r} is not a constant this converter can read. "
                 "The graph is not a DeepLab MobileNetV2 export this converter reads."
             )
-        return np.frombuffer(tensor.data, dtype=_DTYPES[tensor.dtype]).reshape(tensor.shape)
+        dtype = np.dtype(_DTYPES[tensor.dtype])
+        if len(tensor.data) != int(np.prod(tensor.shape)) * dtype.itemsize:
+            raise ConversionError(
+                f"constant {tensor.name!r} holds {len(tensor.data)} bytes for shape "
+                f"{list(tensor.shape)}, so the file is damaged. Export or download it again."
+            )
+        return np.frombuffer(tensor.data, dtype=dtype).reshape(tensor.shape)
 
     def constant(self, t: int) -> np.ndarray:
         """Constant tensor ``t`` as float32 in TFLite layout, exactly dequantized."""
