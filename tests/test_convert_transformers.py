@@ -153,6 +153,15 @@ def test_output_stride_switch_matches_transformers_at_the_new_stride():
     assert diff < 1e-4, diff
 
 
+def test_state_dict_without_bn_step_counters_converts():
+    theirs, config_dict = reference_model(depth_multiplier=0.35)
+    state = {k: v for k, v in theirs.state_dict().items() if "num_batches_tracked" not in k}
+    ours = from_transformers(state, config_dict)
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        assert (head_logits(ours, x) - theirs(pixel_values=x).logits).abs().max() < 1e-4
+
+
 def test_class_count_follows_the_classifier_and_names_follow_id2label():
     theirs, config_dict = reference_model(
         id2label={"0": "background", "1": "cat", "2": "dog"}, depth_multiplier=0.35

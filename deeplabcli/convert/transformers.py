@@ -147,6 +147,10 @@ def from_transformers(
         ours = rename_transformers_key(name)
         if ours is not None:
             renamed[ours] = tensor
+    for key in [k for k in renamed if k.endswith(".running_mean")]:
+        # Older exports omit BN's step counter; it does not affect the output.
+        counter = key.replace(".running_mean", ".num_batches_tracked")
+        renamed.setdefault(counter, torch.tensor(0, dtype=torch.long))
     projection = renamed.get("head.aspp.project.0.weight")
     if projection is not None and projection.shape[1] == 2 * config.head_channels:
         pool, one_by_one = projection.split(config.head_channels, dim=1)
