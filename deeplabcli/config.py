@@ -370,3 +370,50 @@ class PredictConfig:
         for ok, problem in checks:
             if not ok:
                 raise ConfigError(f"{problem}. Fix the prediction option.")
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``deeplab eval`` (:func:`deeplabcli.engine.evaluate.run_evaluation`).
+
+    The defaults are the paper's protocol (Sec. 4.3) at its simplest: whole images at their
+    own size, one scale, no flip, the model's own output stride; ``scales`` and ``flip`` add
+    multi-scale / left-right flipped inference whose class probabilities are averaged.
+    """
+
+    dataset: str = "voc"  # "voc" | "folder" (images + masks + classes file)
+    data_root: str | None = None  # VOCdevkit (or VOC2012) folder, or the custom data set
+    # folder; None = $DEEPLAB_DATA_ROOT
+    split: str | None = None  # split name or list file; None = "val" (VOC), "all" (folder)
+    model: str | None = None  # model reference; None = the default model card
+    output_stride: int | None = None  # evaluate at this OS; None = the model's own
+    scales: tuple[float, ...] = (1.0,)  # input scales whose probabilities are averaged
+    flip: bool = False  # also run left-right flipped inputs and average
+    batch_size: int = 1  # images per forward pass (images of equal network input size)
+    workers: int = 2  # background data loading processes (0 = load in the main process)
+    device: str = "auto"  # "auto" (CUDA when available) | "cpu" | "cuda" | "cuda:1" ...
+    amp: bool = False  # float16 autocast on CUDA (faster; metrics may move in the last digits)
+    limit: int | None = None  # evaluate only the first N images of the split
+    report: str | None = None  # folder for metrics.json, CSVs, charts and the worst images
+    worst: int = 8  # how many lowest-mIoU images the report shows
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(float(s) for s in self.scales)
+        checks = [
+            (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
+            (bool(self.scales) and all(s > 0 for s in self.scales), "scales must be positive"),
+            (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.workers >= 0, "workers must not be negative"),
+            (self.limit is None or self.limit >= 1, "limit must be at least 1"),
+            (self.worst >= 0, "the number of worst images must not be negative"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise ConfigError(f"{problem}. Fix the evaluation option.")
+
+    @property
+    def split_name(self) -> str:
+        """The split to read: the given one, else the data set kind's usual evaluation split."""
+        if self.split:
+            return self.split
+        return "val" if self.dataset == "voc" else "all"

@@ -1,0 +1,340 @@
+"""``deeplab eval`` as a library: the paper's evaluation protocol over a segmentation data set.
+
+Every image is segmented whole, at its own size, by a
+:class:`~deeplabcli.engine.inference.Segmenter` (the model's preprocessing, an output stride,
+multi-scale + left-right flip inference averaging class probabilities; paper Sec. 4.3), and its
+(label, prediction) pixel pairs go into one confusion matrix, from which
+:func:`~deeplabcli.metrics.compute_metrics` derives per-class IoU, mIoU, pixel accuracy, mean
+class accuracy and frequency-weighted IoU. Pixels labelled 255 are never counted.
+
+Images are read and validated by background worker processes
+(:class:`~deeplabcli.data.SegmentationLoader`), so the network does not wait on decoding; a bad
+file stops the run with its one-line error naming it. Under ``torchrun`` each rank scores every
+``world``-th image and the confusion matrices are summed, so every rank ends with the same
+metrics; the CLI prints and writes the report on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import EvalConfig
+from ..data import SegmentationLoader, open_dataset
+from ..data.dataset import SegmentationDataset
+from ..errors import ClassCountMismatchError, DeeplabError
+from ..metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
+from ..models import DeepLabV3
+from ..progress import ProgressHandle, progress_bar
+from .distributed import World, all_gather_objects, all_reduce_sum, device_for, process_group
+from .inference import Segmenter, _device_of, resolve_device
+
+
+@dataclass
+class ImageScore:
+    """How well one image was segmented (from its own confusion matrix)."""
+
+    index: int  # position in the data set
+    id: str
+    miou: float  # mean IoU over the classes in its labels or prediction; NaN: nothing labelled
+    pixel_accuracy: float  # correct / labelled pixels; NaN: nothing labelled
+    pixels: int  # labelled (non-ignored) pixels
+
+
+@dataclass
+class WorstImage:
+    """One of the lowest-mIoU images, with its prediction (for the report's overlays)."""
+
+    score: ImageScore
+    prediction: np.ndarray  # uint8 (H, W) class map at the image's size
+
+
+@dataclass
+class EvalResult:
+    """What one evaluation produced; the same on every rank (timings are this rank's)."""
+
+    metrics: SegmentationMetrics
+    model: str  # the model reference (or name) evaluated
+    output_stride: int  # the OS the network ran at
+    scales: tuple[float, ...]
+    flip: bool
+    dataset: str  # "voc" | "folder"
+    split: str
+    per_image: list[ImageScore]  # every evaluated image, in data set order
+    worst: list[WorstImage] = field(default_factory=list)  # lowest mIoU first (if asked for)
+    seconds: float = 0.0  # wall time, setup included
+    load_wait: float = 0.0  # seconds the scoring loop waited for decoded images
+    loop_seconds: float = 0.0  # seconds of the scoring loop (first batch to last)
+
+    @property
+    def images(self) -> int:
+        return len(self.per_image)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def load_share(self) -> float:
+        """Fraction of the scoring loop spent waiting for data (0 = never waited)."""
+        return self.load_wait / self.loop_seconds if self.loop_seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"miou", "pixel_accuracy", "mean_accuracy", "fw_iou", "per_class_iou", "images",
+        "model", "os", "scales", "flip", ...}``; fractions in [0, 1], ``None`` for n/a."""
+        data = self.metrics.to_dict()
+        data.update(
+            images=self.images,
+            pixels=self.metrics.pixels,
+            model=self.model,
+            os=self.output_stride,
+            scales=list(self.scales),
+            flip=self.flip,
+            dataset=self.dataset,
+            split=self.split,
+            seconds=round(self.seconds, 3),
+            images_per_second=round(self.images_per_second, 3) if self.seconds > 0 else None,
+        )
+        return data
+
+
+def check_classes(model: DeepLabV3, dataset: SegmentationDataset) -> None:
+    """Raise :class:`ClassCountMismatchError` unless model and data set have as many classes."""
+    ours, theirs = model.config.num_classes, dataset.num_classes
+    if ours != theirs:
+        raise ClassCountMismatchError(
+            f"the model predicts {ours} classes but the {dataset.name} data set "
+            f"(split '{dataset.split}') has {theirs}. Evaluate a model trained for this data "
+            "set's classes, or fine-tune one on it with `deeplab finetune`."
+        )
+
+
+def evaluate(
+    model: DeepLabV3,
+    dataset: SegmentationDataset,
+    *,
+    output_stride: int | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 1,
+    workers: int = 0,
+    device: str | torch.device | None = None,
+    optimize: bool = True,
+    amp: bool = False,
+    limit: int | None = None,
+    progress: bool = False,
+    world: World | None = None,
+) -> SegmentationMetrics:
+    """Metrics of ``model`` on ``dataset`` (:func:`deeplabcli.data.open_dataset`) with the
+    paper's protocol: whole images, ``output_stride`` (None = the model's), class probabilities
+    averaged over ``scales`` and, with ``flip``, left-right flips.
+
+    ``device`` None = the model's own; ``optimize`` runs a BN-folded channels-last copy;
+    ``workers`` background processes read the images; ``limit`` takes the first N images.
+    Under ``torchrun`` the images are split between ranks and every rank gets the full result.
+
+    >>> from deeplabcli import build_model, evaluate            # doctest: +SKIP
+    >>> evaluate(model, open_dataset("voc", "VOCdevkit", "val"), output_stride=8).miou
+    """
+    return evaluate_dataset(
+        model,
+        dataset,
+        output_stride=output_stride,
+        scales=scales,
+        flip=flip,
+        batch_size=batch_size,
+        workers=workers,
+        device=_device_of(model) if device is None else device,
+        optimize=optimize,
+        amp=amp,
+        limit=limit,
+        progress=progress,
+        world=world,
+    ).metrics
+
+
+def run_evaluation(
+    config: EvalConfig, *, model: DeepLabV3 | None = None, progress: bool = True
+) -> EvalResult:
+    """What ``deeplab eval`` does: open the data set, load ``config.model`` (unless ``model``
+    is given), check that the class counts agree and that the report can be written (before any
+    work), evaluate, and write the report (rank 0). Raises the first bad file's error."""
+    from ..resolve import default_model_name, load_model
+    from .report import check_report_dir, require_matplotlib, write_report
+
+    dataset = open_dataset(config.dataset, config.data_root, config.split_name)
+    if config.report is not None:
+        require_matplotlib()
+        check_report_dir(config.report)
+    if model is None:
+        model = load_model(config.model)
+    check_classes(model, dataset)
+    result = evaluate_dataset(
+        model,
+        dataset,
+        output_stride=config.output_stride,
+        scales=config.scales,
+        flip=config.flip,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=config.device,
+        amp=config.amp,
+        limit=config.limit,
+        progress=progress,
+        keep_worst=config.worst if config.report is not None else 0,
+        model_name=config.model or default_model_name(),
+    )
+    if config.report is not None and _is_main():
+        write_report(result, dataset, config.report)
+    return result
+
+
+def _is_main() -> bool:
+    from .distributed import current_world
+
+    return current_world().is_main
+
+
+def evaluate_dataset(
+    model: DeepLabV3,
+    dataset: SegmentationDataset,
+    *,
+    output_stride: int | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    batch_size: int = 1,
+    workers: int = 2,
+    device: str | torch.device = "auto",
+    optimize: bool = True,
+    amp: bool = False,
+    limit: int | None = None,
+    progress: bool = False,
+    keep_worst: int = 0,
+    model_name: str = "model",
+    world: World | None = None,
+) -> EvalResult:
+    """:func:`evaluate` with everything it measured: per-image scores, the ``keep_worst``
+    lowest-mIoU predictions, timings. ``world`` given: use it (the caller owns the process
+    group), else join torchrun's group if launched by it."""
+    start = time.perf_counter()
+    check_classes(model, dataset)
+    resolved = resolve_device(device)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    with _joined(world, resolved) as world:
+        segmenter = Segmenter(
+            model,
+            output_stride=output_stride,
+            scales=scales,
+            flip=flip,
+            device=device_for(world, resolved),
+            optimize=optimize,
+            amp=amp,
+        )
+        scorer = _Scorer(segmenter, dataset, keep_worst)
+        indices = list(range(world.rank, count, world.size))
+        failure: DeeplabError | None = None
+        disable = not progress or not world.is_main
+        with progress_bar(len(indices), "Evaluating", disable=disable, unit="img") as bar:
+            try:
+                scorer.run(indices, batch_size, workers, bar)
+            except DeeplabError as error:
+                if not world.distributed:
+                    raise
+                failure = error  # raised on every rank below, so none waits forever
+        failures = [f for f in all_gather_objects(failure) if f is not None]
+        if failures:
+            raise failures[0]
+        confusion = all_reduce_sum(scorer.matrix.matrix).cpu()
+        scores = [s for part in all_gather_objects(scorer.scores) for s in part]
+        worst = [w for part in all_gather_objects(scorer.worst()) for w in part]
+    worst.sort(key=lambda w: (w.score.miou, w.score.index))
+    return EvalResult(
+        metrics=compute_metrics(confusion, dataset.class_names),
+        model=model_name,
+        output_stride=segmenter.config.output_stride,
+        scales=segmenter.scales,
+        flip=segmenter.flip,
+        dataset=dataset.name,
+        split=dataset.split,
+        per_image=sorted(scores, key=lambda s: s.index),
+        worst=worst[:keep_worst],
+        seconds=time.perf_counter() - start,
+        load_wait=scorer.load_wait,
+        loop_seconds=scorer.loop_seconds,
+    )
+
+
+@contextmanager
+def _joined(world: World | None, device: torch.device) -> Iterator[World]:
+    """``world`` as given (the caller owns the process group), else torchrun's group."""
+    if world is not None:
+        yield world
+    else:
+        with process_group(device) as joined:
+            yield joined
+
+
+class _Scorer:
+    """The scoring loop of one rank: loader → segmenter → confusion matrices."""
+
+    def __init__(self, segmenter: Segmenter, dataset: SegmentationDataset, keep: int) -> None:
+        self.segmenter = segmenter
+        self.dataset = dataset
+        self.keep = keep
+        self.matrix = ConfusionMatrix(dataset.num_classes)
+        self.scores: list[ImageScore] = []
+        self._worst: list[tuple[float, int, WorstImage]] = []  # heap: least bad on top
+        self.load_wait = 0.0
+        self.loop_seconds = 0.0
+
+    def run(self, indices: list[int], batch_size: int, workers: int, bar: ProgressHandle) -> None:
+        if not indices:
+            return
+        loader = SegmentationLoader(
+            self.dataset,
+            batch_size=batch_size,
+            sampler=indices,
+            num_workers=min(workers, len(indices)),
+            prefetch_factor=4 if workers else None,
+        )
+        start = time.perf_counter()
+        iterator = iter(loader)
+        try:
+            while True:
+                waited = time.perf_counter()
+                batch = next(iterator, None)
+                self.load_wait += time.perf_counter() - waited
+                if batch is None:
+                    break
+                pixels = [torch.from_numpy(s.image).permute(2, 0, 1) for s in batch]
+                predictions = self.segmenter.masks(pixels)
+                for sample, prediction in zip(batch, predictions, strict=True):
+                    self._add(sample.index, sample.id, sample.mask, prediction)
+                miou = compute_metrics(self.matrix.matrix, self.dataset.class_names).miou
+                bar.advance(len(batch), mIoU=miou)
+        finally:
+            del iterator  # shuts the worker processes down, also on errors
+            self.loop_seconds = time.perf_counter() - start
+
+    def _add(self, index: int, image_id: str, mask: np.ndarray, prediction: torch.Tensor) -> None:
+        label = torch.from_numpy(mask).to(prediction.device)
+        own = compute_metrics(self.matrix.update(label, prediction), self.dataset.class_names)
+        score = ImageScore(index, image_id, own.miou, own.pixel_accuracy, own.pixels)
+        self.scores.append(score)
+        if self.keep and not math.isnan(score.miou):
+            entry = (-score.miou, -index, WorstImage(score, prediction.cpu().numpy()))
+            if len(self._worst) < self.keep:
+                heapq.heappush(self._worst, entry)
+            elif entry[:2] > self._worst[0][:2]:
+                heapq.heapreplace(self._worst, entry)
+
+    def worst(self) -> list[WorstImage]:
+        return [w for _, _, w in self._worst]
