@@ -19,6 +19,7 @@ from ..errors import DeeplabError
 #: subcommand name → "module:attribute" (relative to deeplabcli.cli), loaded on first use.
 COMMANDS: dict[str, str] = {
     "predict": "predict:predict_command",
+    "eval": "eval:eval_command",
     "data": "data:data",
     "train": "train:train",
     "finetune": "train:finetune",

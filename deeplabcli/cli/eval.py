@@ -1,0 +1,204 @@
+"""``deeplab eval``: mIoU and per-class IoU of a model on VOC or a custom data set."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING
+
+import click
+
+from .predict import ScalesType
+
+if TYPE_CHECKING:
+    from ..engine.evaluate import EvalResult
+
+
+@click.command("eval")
+@click.option(
+    "--dataset",
+    type=click.Choice(["voc", "folder"]),
+    default="voc",
+    show_default=True,
+    help="voc: PASCAL VOC 2012 layout; folder: images/, masks/ and classes.txt.",
+)
+@click.option(
+    "--data-root",
+    metavar="PATH",
+    envvar="DEEPLAB_DATA_ROOT",
+    show_envvar=True,
+    help="VOCdevkit (or VOC2012) folder, or the custom data set folder.",
+)
+@click.option(
+    "--split",
+    metavar="NAME",
+    help="Split name or list file (default: val for voc, all for folder).",
+)
+@click.option(
+    "--model",
+    "model_ref",
+    metavar="REF",
+    help="Model card name, checkpoint folder, .safetensors/.pth/.tflite file or Hub repo "
+    "(default: the default model card).",
+)
+@click.option(
+    "--os",
+    "output_stride",
+    type=click.Choice(["8", "16"]),
+    default=None,
+    help="Output stride to evaluate at (default: the model's own).",
+)
+@click.option(
+    "--scales",
+    type=ScalesType(),
+    default="1",
+    show_default=True,
+    help="Input scales whose class probabilities are averaged, e.g. 0.5,0.75,1,1.25,1.5,1.75.",
+)
+@click.option("--flip", is_flag=True, help="Also average left-right flipped inputs.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Images per forward pass (images of equal network input size are batched).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Background processes that read images (0 = read in the main process).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto = CUDA when available.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+@click.option(
+    "--report",
+    metavar="DIR",
+    help="Write metrics.json, CSVs, charts and the worst images with overlays into DIR.",
+)
+@click.option(
+    "--worst",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="How many lowest-mIoU images the report shows.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
+@click.pass_context
+def eval_command(
+    ctx: click.Context,
+    dataset: str,
+    data_root: str | None,
+    split: str | None,
+    model_ref: str | None,
+    output_stride: str | None,
+    scales: tuple[float, ...],
+    flip: bool,
+    batch_size: int,
+    workers: int,
+    device: str,
+    as_json: bool,
+    report: str | None,
+    worst: int,
+    limit: int | None,
+    quiet: bool,
+) -> None:
+    """Evaluate a model with the paper's protocol: whole images, confusion matrix → mIoU.
+
+    \b
+      deeplab eval --data-root VOCdevkit --split val
+      deeplab eval --model ckpt/ --os 8 --scales 0.5,0.75,1,1.25,1.5,1.75 --flip
+      deeplab eval --dataset folder --data-root my_data --json --report report/
+    """
+    from ..config import EvalConfig
+    from ..engine.distributed import current_world
+    from ..engine.evaluate import run_evaluation
+    from ..errors import DeeplabError
+
+    config = EvalConfig(
+        dataset=dataset,
+        data_root=data_root,
+        split=split,
+        model=model_ref,
+        output_stride=int(output_stride) if output_stride else None,
+        scales=scales,
+        flip=flip,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        limit=limit,
+        report=report,
+        worst=worst,
+    )
+    try:
+        result = run_evaluation(config, progress=not quiet)
+    except DeeplabError as error:
+        if not current_world().is_main:  # under torchrun, rank 0 says it once
+            ctx.exit(error.exit_code)
+        raise
+    if not current_world().is_main:
+        return
+    if not quiet:
+        print_result(result)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    elif quiet:
+        click.echo(_summary_line(result), err=True)
+    if report and not quiet:
+        click.echo(f"Report written to {report}", err=True)
+
+
+def print_result(result: EvalResult) -> None:
+    """The per-class table, the summary table and the n/a note, on stderr."""
+    from ..progress import message, print_table
+
+    m = result.metrics
+    rows = [
+        (c, name, _percent(m.iou[c]), _percent(m.accuracy[c]))
+        for c, name in enumerate(m.class_names)
+    ]
+    print_table(
+        f"Per-class IoU — {result.dataset} {result.split}, {result.images} images",
+        ["#", "class", "IoU %", "accuracy %"],
+        rows,
+        justify=["right", "left", "right", "right"],
+    )
+    scales = ",".join(f"{s:g}" for s in result.scales)
+    summary = [
+        ("mIoU %", _percent(m.miou)),
+        ("pixel accuracy %", _percent(m.pixel_accuracy)),
+        ("mean accuracy %", _percent(m.mean_accuracy)),
+        ("frequency-weighted IoU %", _percent(m.fw_iou)),
+        ("images", str(result.images)),
+        ("model", result.model),
+        ("protocol", f"OS {result.output_stride}, scales {scales}, flip {'on' if result.flip else 'off'}"),
+        ("time", f"{result.seconds:.1f} s ({result.images_per_second:.2f} images/s)"),
+    ]  # fmt: skip
+    print_table("Summary", ["metric", "value"], summary, justify=["left", "right"])
+    if m.absent:
+        names = ", ".join(m.class_names[c] for c in m.absent)
+        message(
+            f"n/a: {names} — in neither the labels nor the predictions of these images; "
+            f"excluded from the mean ({m.num_classes - len(m.absent)} of {m.num_classes} "
+            "classes averaged)."
+        )
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _summary_line(result: EvalResult) -> str:
+    m = result.metrics
+    return (
+        f"mIoU {_percent(m.miou)}% over {result.images} images "
+        f"(pixel accuracy {_percent(m.pixel_accuracy)}%)."
+    )
