@@ -374,3 +374,71 @@ def test_torchrun_writes_each_output_exactly_once(tmp_path: Path, tiny) -> None:
     assert "Wrote 7 masks" in done.stderr and "1 failed" in done.stderr
     assert done.returncode != 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i}.png" for i in range(7)]
+
+
+# ---------------------------------------------------------------------- real data
+def voc_val_ids(voc_root: Path) -> list[str]:
+    return (voc_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+
+
+def google_tflite_masks(model_path: Path, images: list[Path]) -> list[np.ndarray]:
+    """Google's own runtime with Google's preprocessing (the DeepLab demo): long side resized to
+    513 with bilinear filtering, padded right/bottom with 128 (the mean, 0.0 after the model's
+    input quantisation), the ArgMax output cropped to the image and resized back (nearest)."""
+    interpreter_module = pytest.importorskip("ai_edge_litert.interpreter")
+    interpreter = interpreter_module.Interpreter(model_path=str(model_path), num_threads=2)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    side = int(inp["shape"][1])
+    masks = []
+    for path in images:
+        image = Image.open(path).convert("RGB")
+        width, height = image.size
+        ratio = side / max(width, height)
+        size = (round(width * ratio), round(height * ratio))
+        canvas = np.full((side, side, 3), 128, np.uint8)
+        canvas[: size[1], : size[0]] = np.asarray(image.resize(size, Image.BILINEAR))
+        interpreter.set_tensor(inp["index"], canvas[None])
+        interpreter.invoke()
+        labels = interpreter.get_tensor(out["index"])[0, : size[1], : size[0]].astype(np.uint8)
+        masks.append(np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST)))
+    return masks
+
+
+def miou(masks: list[np.ndarray], labels: list[Path]) -> float:
+    from deeplabcli.metrics import compute_metrics, confusion_matrix
+
+    total = np.zeros((21, 21), np.int64)
+    for mask, label in zip(masks, labels, strict=True):
+        total += confusion_matrix(np.asarray(Image.open(label)), mask, 21)
+    return compute_metrics(total).miou
+
+
+def check_quant_model_on_voc(tmp_path: Path, voc_root: Path, model_path: Path, count: int):
+    ids = voc_val_ids(voc_root)[:count]
+    images = [voc_root / "JPEGImages" / f"{i}.jpg" for i in ids]
+    labels = [voc_root / "SegmentationClass" / f"{i}.png" for i in ids]
+    out = tmp_path / "masks"
+    code, _, err = run(
+        *map(str, images), "-o", str(out), "--format", "index", "--model", str(model_path), "-q"
+    )
+    assert code == 0, err
+    ours = [np.asarray(Image.open(out / f"{i}.png")) for i in ids]
+    assert all(
+        m.shape == np.asarray(Image.open(p)).shape for m, p in zip(ours, labels, strict=True)
+    )
+    reference = miou(google_tflite_masks(model_path, images), labels)
+    ours_miou = miou(ours, labels)
+    print(f"{count} VOC val images: ours {ours_miou:.4f}, Google's TFLite runtime {reference:.4f}")
+    assert ours_miou >= reference - 0.01
+
+
+def test_quant_tflite_model_on_20_voc_val_images(tmp_path, voc_root, tflite_quant_path) -> None:
+    check_quant_model_on_voc(tmp_path, voc_root, tflite_quant_path, 20)
+
+
+@pytest.mark.slow
+def test_quant_tflite_model_on_all_120_voc_val_images(
+    tmp_path, voc_root, tflite_quant_path
+) -> None:
+    check_quant_model_on_voc(tmp_path, voc_root, tflite_quant_path, 120)

@@ -10,8 +10,9 @@ from torch.nn import functional as F
 
 from deeplabcli import build_model
 from deeplabcli.config import Preprocessing
-from deeplabcli.engine import inference
-from deeplabcli.engine.inference import Segmenter, as_pixels, resize_rows, resolve_device
+from deeplabcli.engine import scores
+from deeplabcli.engine.inference import Segmenter, as_pixels, resolve_device
+from deeplabcli.engine.scores import resize_rows
 from deeplabcli.errors import ConfigError
 
 
@@ -181,7 +182,7 @@ def test_band_wise_resizing_equals_one_resize(model, monkeypatch) -> None:
         whole = Segmenter(model, scales=scales, flip=flip, device="cpu")
         expected_mask = whole.predict(image)
         expected_probs = whole.probabilities(image)
-        monkeypatch.setattr(inference, "BAND_ELEMENTS", 21 * 70 * 7)  # 7 rows per band
+        monkeypatch.setattr(scores, "BAND_ELEMENTS", 21 * 70 * 7)  # 7 rows per band
         assert np.array_equal(whole.predict(image), expected_mask)
         torch.testing.assert_close(whole.probabilities(image), expected_probs, atol=1e-5, rtol=0)
         monkeypatch.undo()

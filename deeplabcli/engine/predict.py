@@ -99,7 +99,7 @@ def class_shares(mask: np.ndarray, class_names: Sequence[str]) -> list[dict[str,
 
 
 def predict_files(
-    model: DeepLabV3,
+    model: DeepLabV3 | Segmenter,
     inputs: Sequence[str],
     config: PredictConfig | None = None,
     *,
@@ -110,15 +110,21 @@ def predict_files(
     write one mask per image as ``config`` says. ``on_result`` is called on the calling thread
     as each input finishes; a progress bar shows for more than one image unless ``progress`` is
     False. Option mistakes raise :class:`ConfigError`; bad inputs become failed results.
+
+    ``model`` may also be a ready :class:`Segmenter` (reused across calls); its own output
+    stride, scales, flip and device are then used, so ``config`` must leave those unset.
     """
     config = config or PredictConfig()
+    options = (config.output_stride, config.scales, config.flip, config.device)
+    if isinstance(model, Segmenter) and options != (None, (1.0,), False, "auto"):
+        raise ValueError("a ready Segmenter brings its own OS, scales, flip and device")
     if config.format != "index" and model.config.num_classes > 256:
         raise ConfigError(
             f"{config.format} masks hold at most 256 classes, the model has "
             f"{model.config.num_classes}. Use --format index."
         )
     start = time.perf_counter()
-    device = resolve_device(config.device)
+    device = model.device if isinstance(model, Segmenter) else resolve_device(config.device)
     with process_group(device) as world:
         jobs, problems = plan_outputs(inputs, config.output)
         jobs = shard(jobs, world)
@@ -126,12 +132,16 @@ def predict_files(
             PredictResult(input=name, status="failed", message=message)
             for name, message in (problems if world.is_main else [])
         ]
-        segmenter = Segmenter(
-            model,
-            output_stride=config.output_stride,
-            scales=config.scales,
-            flip=config.flip,
-            device=device_for(world, device),
+        segmenter = (
+            model
+            if isinstance(model, Segmenter)
+            else Segmenter(
+                model,
+                output_stride=config.output_stride,
+                scales=config.scales,
+                flip=config.flip,
+                device=device_for(world, device),
+            )
         )
         results: list[PredictResult] = []
         total = len(jobs) + len(early)

@@ -1,0 +1,318 @@
+"""End-to-end ``deeplab predict`` speed against peers running the same model, in one process.
+
+Every runner goes through the same pipeline (decode on background threads → preprocessing →
+network → probabilities resized to the image → class map → PNG written on background threads);
+only the network differs, so the ratios measure what the network costs end to end:
+
+(a) our MobileNetV2 converted from Google's ``deeplabv3_257_mv_gpu.tflite`` (batch norm folded,
+    channels-last) vs the TFLite interpreter (XNNPACK) running that very file: the 9 photos and
+    the 120 VOC val images, same thread count (goal ≥ 1.0×);
+(b) our ``deeplabv3_resnet101`` converted from a randomly initialised torchvision model (same
+    weights, torchvision head, OS 8) vs torchvision's own model, images fitted to 513 × 513
+    (goal ≥ 1.3×), and our model at OS 16;
+(c) peak resident memory of each runner, and model-only ablations: what batch-norm folding,
+    channels-last, inference_mode, batching and threads each buy.
+
+Runners are interleaved in chunks so machine-load drift hits all alike; times are wall clock.
+
+    python benchmarks/predict_speed.py             # full run (~20 min on 2 CPU cores)
+    python benchmarks/predict_speed.py --quick     # smoke run (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deeplabcli.config import PredictConfig, Preprocessing
+from deeplabcli.convert import from_torchvision
+from deeplabcli.convert.tflite import from_tflite
+from deeplabcli.engine.inference import Segmenter
+from deeplabcli.engine.predict import predict_files
+from deeplabcli.models.fuse import fold_batchnorm, optimize_for_inference
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FLOAT_TFLITE = DATA / "models" / "deeplabv3_257_mv_gpu.tflite"
+
+
+class TFLiteNetwork(nn.Module):
+    """The TFLite interpreter behind our model interface: normalised (N, 3, S, S) float →
+    ``{"out": logits (N, C, S, S)}``; ``config`` is that of our converted model, so the
+    Segmenter gives both the same preprocessing and postprocessing."""
+
+    def __init__(self, path: Path, config, threads: int) -> None:
+        super().__init__()
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.config = config
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.eval()
+
+    @property
+    def output_stride(self) -> int:
+        return self.config.output_stride
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outs = []
+        for image in x.permute(0, 2, 3, 1).contiguous().numpy():
+            self.interpreter.set_tensor(self.input, image[None])
+            self.interpreter.invoke()
+            outs.append(torch.from_numpy(self.interpreter.get_tensor(self.output).copy()))
+        return {"out": torch.cat(outs).permute(0, 3, 1, 2)}
+
+
+class TorchvisionNetwork(nn.Module):
+    """torchvision's model with our model's ``config`` (preprocessing) attached."""
+
+    def __init__(self, model: nn.Module, config) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.config = config
+        self.eval()
+
+    @property
+    def output_stride(self) -> int:
+        return self.config.output_stride
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.model(x)["out"]}
+
+
+# ---------------------------------------------------------------------- measuring
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError):  # Linux: reset VmHWM to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def run_pipeline(segmenter: Segmenter, images: list[Path], out: Path, batch: int) -> list[float]:
+    """Predict ``images`` end to end into ``out``; per-image seconds from the records."""
+    config = PredictConfig(output=str(out), format="index", overwrite=True, batch_size=batch)
+    summary = predict_files(segmenter, [str(p) for p in images], config, progress=False)
+    assert summary.failed == 0, [r.message for r in summary.failures]
+    return [r.seconds for r in summary.results]
+
+
+def interleaved(
+    runners: dict[str, Callable[[list[Path]], list[float]]],
+    images: list[Path],
+    chunk: int,
+    passes: int,
+) -> dict[str, tuple[float, list[float]]]:
+    """(total wall seconds, per-image seconds) per runner over ``passes`` passes of ``images``,
+    processed ``chunk`` images at a time with the runners' order alternating."""
+    totals = {name: 0.0 for name in runners}
+    per_image: dict[str, list[float]] = {name: [] for name in runners}
+    order = list(runners)
+    for _ in range(passes):
+        for start in range(0, len(images), chunk):
+            part = images[start : start + chunk]
+            for name in order:
+                begin = time.perf_counter()
+                per_image[name] += runners[name](part)
+                totals[name] += time.perf_counter() - begin
+            order.reverse()
+    return {name: (totals[name], per_image[name]) for name in runners}
+
+
+def report(
+    title: str, results: dict[str, tuple[float, list[float]]], count: int, base: str
+) -> None:
+    print(f"\n{title}")
+    print(f"  {'runner':<26} {'images/s':>9} {'median s/img':>13} {'speed vs ' + base:>20}")
+    base_rate = count / results[base][0]
+    for name, (total, per_image) in results.items():
+        rate = count / total
+        print(
+            f"  {name:<26} {rate:9.2f} {statistics.median(per_image):13.3f} "
+            f"{rate / base_rate:19.2f}×"
+        )
+
+
+def model_time(
+    model: nn.Module, x: torch.Tensor, repeats: int, grad_mode: str = "inference"
+) -> float:
+    """Median seconds of one forward pass."""
+    context = torch.inference_mode if grad_mode == "inference" else torch.no_grad
+    times = []
+    with context():
+        model(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------- benchmark parts
+def mobilenet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None:
+    ours_model = from_tflite(FLOAT_TFLITE)
+    peer = TFLiteNetwork(FLOAT_TFLITE, ours_model.config, args.threads)
+    ours = Segmenter(ours_model, device="cpu")
+    tflite = Segmenter(peer, device="cpu", optimize=False)
+    runners = {
+        "ours (fused, channels-last)": lambda imgs: run_pipeline(ours, imgs, tmp / "a", 1),
+        f"ours, batch {args.batch}": lambda imgs: run_pipeline(ours, imgs, tmp / "b", args.batch),
+        "TFLite XNNPACK": lambda imgs: run_pipeline(tflite, imgs, tmp / "c", 1),
+    }
+    for name, images in (("9 photos", photos), ("VOC val", voc)):
+        results = interleaved(runners, images, chunk=len(images), passes=args.passes)
+        title = (
+            f"(a) MobileNetV2 257 px (float), {name}: {len(images)} images × {args.passes} passes"
+        )
+        report(title, results, len(images) * args.passes, "TFLite XNNPACK")
+    x = torch.randn(1, 3, 257, 257)
+    print("\n    network only, 1×3×257×257 (median ms):")
+    print(f"      TFLite XNNPACK              {1e3 * model_time(peer, x, args.repeats):8.1f}")
+    for name, model, cl in (
+        ("ours plain", ours_model.eval(), False),
+        ("ours BN folded", fold_batchnorm(ours_model), False),
+        ("ours channels-last", optimize_for_inference(ours_model, fold_bn=False), True),
+        ("ours folded+channels-last", ours.network, True),
+    ):
+        xi = x.contiguous(memory_format=torch.channels_last) if cl else x
+        print(f"      {name:<27} {1e3 * model_time(model, xi, args.repeats):8.1f}")
+
+
+def resnet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None:
+    from torchvision.models.segmentation import deeplabv3_resnet101
+
+    torch.manual_seed(0)
+    torchvision_model = deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21)
+    torchvision_model.eval()
+    ours_model = from_torchvision(torchvision_model.state_dict(), "deeplabv3_resnet101")
+    prep = Preprocessing(resize="fit", size=args.size)
+    ours_model.config = ours_model.config.replace(preprocessing=prep)
+    peer = TorchvisionNetwork(torchvision_model, ours_model.config)
+    segmenters = {
+        "ours OS 8 (fused, channels-last)": Segmenter(ours_model, device="cpu"),
+        "torchvision OS 8": Segmenter(peer, device="cpu", optimize=False),
+        "ours OS 16 (fused, channels-last)": Segmenter(ours_model, device="cpu", output_stride=16),
+    }
+    runners = {
+        name: (lambda imgs, s=s, i=i: run_pipeline(s, imgs, tmp / f"r{i}", 1))
+        for i, (name, s) in enumerate(segmenters.items())
+    }
+    images = photos + voc
+    results = interleaved(runners, images, chunk=args.chunk, passes=1)
+    title = f"(b) ResNet-101 at {args.size} px, {len(photos)} photos + {len(voc)} VOC val images"
+    report(title, results, len(images), "torchvision OS 8")
+    x = torch.randn(1, 3, args.size, args.size)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    print(f"\n    network only, 1×3×{args.size}×{args.size} (median s), OS 8:")
+    rows = [
+        ("torchvision, no_grad", torchvision_model, x, "no_grad"),
+        ("torchvision, inference_mode", torchvision_model, x, "inference"),
+        ("ours plain", ours_model.eval(), x, "inference"),
+        ("ours BN folded", fold_batchnorm(ours_model), x, "inference"),
+        ("ours channels-last", optimize_for_inference(ours_model, fold_bn=False), xl, "inference"),
+        (
+            "ours folded+channels-last",
+            segmenters["ours OS 8 (fused, channels-last)"].network,
+            xl,
+            "inference",
+        ),
+    ]
+    for name, model, xi, mode in rows:
+        print(f"      {name:<29} {model_time(model, xi, args.model_repeats, mode):8.3f}")
+
+
+def memory_part(args, photos: list[Path], tmp: Path) -> None:
+    """Peak RSS of each runner alone: build it, reset the high-water mark, predict, read it."""
+    from torchvision.models.segmentation import deeplabv3_resnet101
+
+    def ours_mobilenet():
+        return Segmenter(from_tflite(FLOAT_TFLITE), device="cpu")
+
+    def tflite():
+        return Segmenter(
+            TFLiteNetwork(FLOAT_TFLITE, from_tflite(FLOAT_TFLITE).config, args.threads),
+            device="cpu",
+            optimize=False,
+        )
+
+    def resnet(ours: bool):
+        torch.manual_seed(0)
+        tv = deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21).eval()
+        config = from_torchvision(tv.state_dict(), "deeplabv3_resnet101").config.replace(
+            preprocessing=Preprocessing(resize="fit", size=args.size)
+        )
+        if ours:
+            model = from_torchvision(tv.state_dict(), "deeplabv3_resnet101")
+            model.config = config
+            del tv
+            return Segmenter(model, device="cpu")
+        return Segmenter(TorchvisionNetwork(tv, config), device="cpu", optimize=False)
+
+    print(
+        "\n(c) peak resident memory, each runner alone (MiB; the process before: "
+        f"{peak_rss_mib():.0f})"
+    )
+    for name, build in (
+        ("ours MobileNetV2 257", ours_mobilenet),
+        ("TFLite MobileNetV2 257", tflite),
+        ("ours ResNet-101 OS 8", lambda: resnet(True)),
+        ("torchvision ResNet-101 OS 8", lambda: resnet(False)),
+    ):
+        gc.collect()
+        reset_peak_rss()
+        segmenter = build()
+        run_pipeline(segmenter, photos[:3], tmp / "mem", 1)
+        print(f"  {name:<28} {peak_rss_mib():8.0f}")
+        del segmenter
+        gc.collect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--passes", type=int, default=3, help="passes over each set for (a)")
+    parser.add_argument("--batch", type=int, default=4, help="batch size of the batched runner")
+    parser.add_argument("--size", type=int, default=513, help="ResNet input side")
+    parser.add_argument("--chunk", type=int, default=8, help="images per interleaved chunk (b)")
+    parser.add_argument("--voc", type=int, default=120, help="VOC val images to use")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--model-repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke run: few images, small input")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["mobilenet", "resnet", "memory"])
+    args = parser.parse_args()
+    if args.quick:
+        args.passes, args.voc, args.size, args.repeats, args.model_repeats = 1, 4, 129, 3, 1
+    torch.set_num_threads(args.threads)
+    voc_root = DATA / "VOCdevkit" / "VOC2012"
+    ids = (voc_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[: args.voc]
+    voc = [voc_root / "JPEGImages" / f"{i}.jpg" for i in ids]
+    photos = sorted((DATA / "photos").iterdir())[: 3 if args.quick else None]
+    print(
+        f"torch {torch.__version__}, {args.threads} threads (TFLite too), "
+        f"{len(photos)} photos, {len(voc)} VOC val images"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if "mobilenet" not in args.skip:
+            mobilenet_part(args, photos, voc, Path(tmp))
+        if "resnet" not in args.skip:
+            resnet_part(args, photos, voc if not args.quick else voc[:2], Path(tmp))
+        if "memory" not in args.skip:
+            memory_part(args, photos, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

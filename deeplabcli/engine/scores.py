@@ -1,0 +1,99 @@
+"""Per-image network outputs → class maps and probabilities at the image's own size.
+
+A :class:`ScoreRuns` holds the logits of every run over one image (one per scale and flip) at
+the runs' own resolutions, and resizes and combines them on demand, one band of rows at a time,
+so the class map of a big photo never needs a full-size (C, H, W) float buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.nn import functional as F
+
+#: Elements of one (C, rows, W) float buffer when resizing scores in row bands (32 MB).
+BAND_ELEMENTS = 1 << 23
+
+
+class ScoreRuns:
+    """The logits of every run (scale × flip) over one image, at the runs' own resolutions;
+    resized bilinearly to the image size and combined on demand, one band of rows at a time.
+
+    A single run is used as logits (argmax needs no softmax); several runs are combined by
+    averaging their softmax probabilities (paper Sec. 4.3).
+    """
+
+    def __init__(self, size: tuple[int, int], align_corners: bool, *, combine: bool) -> None:
+        self.size = size  # (H, W) of the original image
+        self.align_corners = align_corners
+        self.combine = combine
+        self.logits: list[torch.Tensor] = []  # float32 (C, h, w) per run
+
+    def add(self, logits: torch.Tensor) -> None:
+        self.logits.append(logits)
+
+    def argmax(self) -> torch.Tensor:
+        """Class map int64 (H, W) on the logits' device."""
+        first = self.logits[0]
+        out = torch.empty(self.size, dtype=torch.int64, device=first.device)
+        for rows, scores in self._bands():
+            out[rows] = scores.argmax(0)
+        return out
+
+    def probabilities(self) -> torch.Tensor:
+        """Class probabilities float32 (C, H, W) on the logits' device."""
+        first = self.logits[0]
+        out = torch.empty((first.shape[0], *self.size), dtype=torch.float32, device=first.device)
+        for rows, scores in self._bands():
+            out[:, rows] = scores if self.combine else scores.softmax(0)
+        return out
+
+    def _bands(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(rows, scores (C, len(rows), W)) covering the image: logits for a single run, the
+        mean of the runs' probabilities otherwise."""
+        height, width = self.size
+        classes = self.logits[0].shape[0]
+        step = max(1, BAND_ELEMENTS // (classes * width))
+        for start in range(0, height, step):
+            rows = slice(start, min(height, start + step))
+            if not self.combine:
+                yield rows, resize_rows(self.logits[0], self.size, rows, self.align_corners)
+                continue
+            total = None
+            for logits in self.logits:
+                probs = resize_rows(logits, self.size, rows, self.align_corners).softmax(0)
+                total = probs if total is None else total.add_(probs)
+            yield rows, total.div_(len(self.logits))  # type: ignore[union-attr]
+
+
+def _source_index(
+    out_size: int, in_size: int, align_corners: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each output position: the two source indices and the weight of the second, exactly
+    as ``F.interpolate(mode="bilinear")`` computes them."""
+    dst = torch.arange(out_size, dtype=torch.float32, device=device)
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else dst * 0
+    else:
+        src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
+    low = src.long().clamp_(max=in_size - 1)
+    high = (low + 1).clamp_(max=in_size - 1)
+    return low, high, src - low
+
+
+def resize_rows(
+    x: torch.Tensor, size: tuple[int, int], rows: slice, align_corners: bool
+) -> torch.Tensor:
+    """Rows ``rows`` of the bilinear resize of ``x`` (C, h, w) to ``size`` (H, W):
+    (C, len(rows), W), equal to ``F.interpolate(x[None], size)[0, :, rows]`` up to float
+    rounding (exactly that when ``rows`` covers every row)."""
+    height, width = size
+    if tuple(x.shape[-2:]) == (height, width):
+        return x[:, rows]
+    if rows.indices(height)[:2] == (0, height):
+        return F.interpolate(x[None], size=size, mode="bilinear", align_corners=align_corners)[0]
+    y0, y1, fy = (t[rows] for t in _source_index(height, x.shape[1], align_corners, x.device))
+    x0, x1, fx = _source_index(width, x.shape[2], align_corners, x.device)
+    vertical = torch.lerp(x.index_select(1, y0), x.index_select(1, y1), fy.view(1, -1, 1))
+    return torch.lerp(vertical.index_select(2, x0), vertical.index_select(2, x1), fx.view(1, 1, -1))
