@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,9 +22,16 @@ from deeplabcli.data import FolderDataset, open_dataset
 from deeplabcli.engine import evaluate as evaluate_module
 from deeplabcli.engine.evaluate import evaluate_dataset
 from deeplabcli.engine.inference import Segmenter
+from deeplabcli.engine.scoring import Scorer, sigterm_raises
 from deeplabcli.engine.validate import evaluate_model
-from deeplabcli.errors import ClassCountMismatchError, MissingDependencyError, OutputWriteError
+from deeplabcli.errors import (
+    ClassCountMismatchError,
+    Interrupted,
+    MissingDependencyError,
+    OutputWriteError,
+)
 from deeplabcli.metrics import compute_metrics
+from deeplabcli.progress import ProgressHandle
 
 STEMS = [f"im{i}" for i in range(5)]
 
@@ -263,3 +273,40 @@ def test_report_without_matplotlib_says_how_to_install_it(tmp_path, folder, tiny
         'Install it with: pip install "deeplabcli[report]".'
     )
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------- stopping
+def test_sigterm_stops_the_loop_and_its_loader_processes(folder, tiny3, monkeypatch) -> None:
+    segmenter = Segmenter(tiny3, device="cpu")
+    real_masks, calls = segmenter.masks, []
+
+    def masks(pixels):
+        calls.append(len(multiprocessing.active_children()))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_masks(pixels)
+
+    monkeypatch.setattr(segmenter, "masks", masks)
+    scorer = Scorer(segmenter, folder, keep=0)
+    with pytest.raises(Interrupted) as caught:
+        scorer.run(
+            list(range(len(folder))), batch_size=1, workers=2, bar=ProgressHandle(None, None)
+        )
+    assert caught.value.exit_code == 128 + signal.SIGTERM
+    assert str(caught.value) == (
+        "the evaluation was stopped by SIGTERM; nothing was written. Run it again to get the "
+        "metrics."
+    )
+    assert calls[0] == 2 and multiprocessing.active_children() == []  # workers shut down
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_sigterm_is_left_to_a_handler_already_installed(folder, tiny3) -> None:
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with sigterm_raises():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import TYPE_CHECKING
 
 import click
@@ -12,6 +13,9 @@ from .predict import ScalesType
 
 if TYPE_CHECKING:
     from ..engine.evaluate import EvalResult
+
+#: seconds a rank other than 0 waits before reporting an error itself (see eval_command)
+RANK_ERROR_GRACE_S = 5.0
 
 
 @click.command("eval")
@@ -141,9 +145,15 @@ def eval_command(
     try:
         result = run_evaluation(config, progress=not quiet)
     except DeeplabError as error:
-        if not current_world().is_main:  # under torchrun, rank 0 says it once
-            ctx.exit(error.exit_code)
-        raise
+        world = current_world()
+        if world.is_main:
+            raise
+        # Under torchrun, rank 0 reports the errors every rank shares (bad data, bad options;
+        # a bad file on any rank is raised on all of them). Give it time to print before
+        # torchrun sees this rank fail and stops the others; still here, say it ourselves.
+        time.sleep(RANK_ERROR_GRACE_S)
+        click.echo(f"Error: rank {world.rank}: {error}", err=True)
+        ctx.exit(error.exit_code)
     if not current_world().is_main:
         return
     if not quiet:

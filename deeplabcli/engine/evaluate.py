@@ -16,7 +16,6 @@ metrics; the CLI prints and writes the report on rank 0 only.
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -24,37 +23,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import EvalConfig
-from ..data import SegmentationLoader, open_dataset
+from ..data import open_dataset
 from ..data.dataset import SegmentationDataset
-from ..errors import ClassCountMismatchError, DeeplabError
-from ..metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
+from ..errors import ClassCountMismatchError, DeeplabError, Interrupted
+from ..metrics import SegmentationMetrics, compute_metrics
 from ..models import DeepLabV3
-from ..progress import ProgressHandle, progress_bar
+from ..progress import progress_bar
 from .distributed import World, all_gather_objects, all_reduce_sum, device_for, process_group
 from .inference import Segmenter, _device_of, resolve_device
+from .scoring import ImageScore, Scorer, WorstImage
 
-
-@dataclass
-class ImageScore:
-    """How well one image was segmented (from its own confusion matrix)."""
-
-    index: int  # position in the data set
-    id: str
-    miou: float  # mean IoU over the classes in its labels or prediction; NaN: nothing labelled
-    pixel_accuracy: float  # correct / labelled pixels; NaN: nothing labelled
-    pixels: int  # labelled (non-ignored) pixels
-
-
-@dataclass
-class WorstImage:
-    """One of the lowest-mIoU images, with its prediction (for the report's overlays)."""
-
-    score: ImageScore
-    prediction: np.ndarray  # uint8 (H, W) class map at the image's size
+__all__ = ["EvalResult", "ImageScore", "WorstImage", "check_classes", "evaluate",
+           "evaluate_dataset", "run_evaluation"]  # fmt: skip
 
 
 @dataclass
@@ -238,7 +221,7 @@ def evaluate_dataset(
             optimize=optimize,
             amp=amp,
         )
-        scorer = _Scorer(segmenter, dataset, keep_worst)
+        scorer = Scorer(segmenter, dataset, keep_worst)
         indices = list(range(world.rank, count, world.size))
         failure: DeeplabError | None = None
         disable = not progress or not world.is_main
@@ -246,7 +229,7 @@ def evaluate_dataset(
             try:
                 scorer.run(indices, batch_size, workers, bar)
             except DeeplabError as error:
-                if not world.distributed:
+                if not world.distributed or isinstance(error, Interrupted):
                     raise
                 failure = error  # raised on every rank below, so none waits forever
         failures = [f for f in all_gather_objects(failure) if f is not None]
@@ -280,61 +263,3 @@ def _joined(world: World | None, device: torch.device) -> Iterator[World]:
     else:
         with process_group(device) as joined:
             yield joined
-
-
-class _Scorer:
-    """The scoring loop of one rank: loader → segmenter → confusion matrices."""
-
-    def __init__(self, segmenter: Segmenter, dataset: SegmentationDataset, keep: int) -> None:
-        self.segmenter = segmenter
-        self.dataset = dataset
-        self.keep = keep
-        self.matrix = ConfusionMatrix(dataset.num_classes)
-        self.scores: list[ImageScore] = []
-        self._worst: list[tuple[float, int, WorstImage]] = []  # heap: least bad on top
-        self.load_wait = 0.0
-        self.loop_seconds = 0.0
-
-    def run(self, indices: list[int], batch_size: int, workers: int, bar: ProgressHandle) -> None:
-        if not indices:
-            return
-        loader = SegmentationLoader(
-            self.dataset,
-            batch_size=batch_size,
-            sampler=indices,
-            num_workers=min(workers, len(indices)),
-            prefetch_factor=4 if workers else None,
-        )
-        start = time.perf_counter()
-        iterator = iter(loader)
-        try:
-            while True:
-                waited = time.perf_counter()
-                batch = next(iterator, None)
-                self.load_wait += time.perf_counter() - waited
-                if batch is None:
-                    break
-                pixels = [torch.from_numpy(s.image).permute(2, 0, 1) for s in batch]
-                predictions = self.segmenter.masks(pixels)
-                for sample, prediction in zip(batch, predictions, strict=True):
-                    self._add(sample.index, sample.id, sample.mask, prediction)
-                miou = compute_metrics(self.matrix.matrix, self.dataset.class_names).miou
-                bar.advance(len(batch), mIoU=miou)
-        finally:
-            del iterator  # shuts the worker processes down, also on errors
-            self.loop_seconds = time.perf_counter() - start
-
-    def _add(self, index: int, image_id: str, mask: np.ndarray, prediction: torch.Tensor) -> None:
-        label = torch.from_numpy(mask).to(prediction.device)
-        own = compute_metrics(self.matrix.update(label, prediction), self.dataset.class_names)
-        score = ImageScore(index, image_id, own.miou, own.pixel_accuracy, own.pixels)
-        self.scores.append(score)
-        if self.keep and not math.isnan(score.miou):
-            entry = (-score.miou, -index, WorstImage(score, prediction.cpu().numpy()))
-            if len(self._worst) < self.keep:
-                heapq.heappush(self._worst, entry)
-            elif entry[:2] > self._worst[0][:2]:
-                heapq.heapreplace(self._worst, entry)
-
-    def worst(self) -> list[WorstImage]:
-        return [w for _, _, w in self._worst]

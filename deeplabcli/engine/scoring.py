@@ -1,0 +1,139 @@
+"""The scoring loop of one process: decoded images → Segmenter → confusion matrices.
+
+:class:`Scorer` pulls batches of whole images from a
+:class:`~deeplabcli.data.SegmentationLoader` (background worker processes read and validate
+them), segments them, adds each image's (label, prediction) pairs to the running confusion
+matrix, keeps a score per image and the predictions of the lowest-mIoU images, and measures how
+long it waited for data. :func:`deeplabcli.engine.evaluate.evaluate_dataset` runs one per rank.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import numpy as np
+import torch
+
+from ..data import SegmentationLoader
+from ..data.dataset import Sample, SegmentationDataset
+from ..errors import Interrupted
+from ..metrics import ConfusionMatrix, compute_metrics
+from ..progress import ProgressHandle
+from .inference import Segmenter
+
+
+@dataclass
+class ImageScore:
+    """How well one image was segmented (from its own confusion matrix)."""
+
+    index: int  # position in the data set
+    id: str
+    miou: float  # mean IoU over the classes in its labels or prediction; NaN: nothing labelled
+    pixel_accuracy: float  # correct / labelled pixels; NaN: nothing labelled
+    pixels: int  # labelled (non-ignored) pixels
+
+
+@dataclass
+class WorstImage:
+    """One of the lowest-mIoU images, with its prediction (for the report's overlays)."""
+
+    score: ImageScore
+    prediction: np.ndarray  # uint8 (H, W) class map at the image's size
+
+
+class Scorer:
+    """The scoring loop of one rank: loader → segmenter → confusion matrices."""
+
+    def __init__(self, segmenter: Segmenter, dataset: SegmentationDataset, keep: int) -> None:
+        self.segmenter = segmenter
+        self.dataset = dataset
+        self.keep = keep
+        self.matrix = ConfusionMatrix(dataset.num_classes)
+        self.scores: list[ImageScore] = []
+        self._worst: list[tuple[float, int, WorstImage]] = []  # heap: least bad on top
+        self.load_wait = 0.0
+        self.loop_seconds = 0.0
+
+    def run(self, indices: list[int], batch_size: int, workers: int, bar: ProgressHandle) -> None:
+        if not indices:
+            return
+        loader = SegmentationLoader(
+            self.dataset,
+            batch_size=batch_size,
+            sampler=indices,
+            num_workers=min(workers, len(indices)),
+            prefetch_factor=4 if workers else None,
+        )
+        start = time.perf_counter()
+        with sigterm_raises():
+            batches = iter(loader)  # a generator (SegmentationLoader.__iter__)
+            try:
+                self._consume(batches, bar)
+            finally:
+                # Ending the generator drops the DataLoader iterator it holds, which shuts the
+                # worker processes down, even while a traceback still refers to this frame.
+                batches.close()  # type: ignore[attr-defined]
+                self.loop_seconds = time.perf_counter() - start
+
+    def _consume(self, batches: Iterator[list[Sample]], bar: ProgressHandle) -> None:
+        while True:
+            waited = time.perf_counter()
+            batch = next(batches, None)
+            self.load_wait += time.perf_counter() - waited
+            if batch is None:
+                return
+            predictions = self.segmenter.masks(
+                [torch.from_numpy(s.image).permute(2, 0, 1) for s in batch]
+            )
+            for sample, prediction in zip(batch, predictions, strict=True):
+                self._add(sample.index, sample.id, sample.mask, prediction)
+            miou = compute_metrics(self.matrix.matrix, self.dataset.class_names).miou
+            bar.advance(len(batch), mIoU=miou)
+
+    def _add(self, index: int, image_id: str, mask: np.ndarray, prediction: torch.Tensor) -> None:
+        label = torch.from_numpy(mask).to(prediction.device)
+        own = compute_metrics(self.matrix.update(label, prediction), self.dataset.class_names)
+        score = ImageScore(index, image_id, own.miou, own.pixel_accuracy, own.pixels)
+        self.scores.append(score)
+        if self.keep and not math.isnan(score.miou):
+            entry = (-score.miou, -index, WorstImage(score, prediction.cpu().numpy()))
+            if len(self._worst) < self.keep:
+                heapq.heappush(self._worst, entry)
+            elif entry[:2] > self._worst[0][:2]:
+                heapq.heapreplace(self._worst, entry)
+
+    def worst(self) -> list[WorstImage]:
+        return [w for _, _, w in self._worst]
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While nobody else handles SIGTERM, turn it into :class:`Interrupted`, so the loader's
+    worker processes are shut down instead of being orphaned by a hard exit."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(
+            "the evaluation was stopped by SIGTERM; nothing was written. Run it again to get "
+            "the metrics.",
+            128 + signum,
+        )
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
