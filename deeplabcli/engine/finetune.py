@@ -48,8 +48,9 @@ def adapt_classes(
 
     Tensors whose name and shape are unchanged are copied; the classifier and aux-head tensors
     that no longer fit (or are new) keep their fresh initialisation (drawn from the global torch
-    generator). Returns the new model and the sorted names of the re-initialised tensors (empty
-    when nothing changed, in which case ``model`` itself is returned with updated class names).
+    generator). Returns the new model and the names of the re-initialised tensors in state-dict
+    order (empty when nothing changed: then ``model`` itself is returned, with the new class
+    names).
     """
     config = model.config
     changes: dict[str, Any] = {"num_classes": len(class_names), "class_names": tuple(class_names)}
@@ -62,7 +63,7 @@ def adapt_classes(
     adapted = DeepLabV3(new_config).to(next(model.parameters()).device)
     old_state, new_state = model.state_dict(), adapted.state_dict()
     kept = {k: v for k, v in old_state.items() if k in new_state and v.shape == new_state[k].shape}
-    fresh = sorted(k for k in new_state if k not in kept)
+    fresh = [k for k in new_state if k not in kept]
     stray = [k for k in fresh if not k.startswith(CLASSIFIER_PREFIXES)]
     if stray:  # only possible if the architecture changed, which adapt_classes never does
         raise ModelLoadError(
