@@ -214,3 +214,18 @@ def test_devices_and_options_are_checked(model) -> None:
         Segmenter(model, scales=(1.0, 0.0), device="cpu")
     assert Segmenter(model, device="cpu").amp is False  # never on CPU
     assert Segmenter(model, device="cpu", amp=True).amp is False
+
+
+def test_first_argmax_equals_argmax_with_ties_first() -> None:
+    from deeplabcli.engine.scores import first_argmax
+
+    torch.manual_seed(0)
+    for classes in (1, 3, 21, 300):
+        scores = torch.randn(classes, 17, 23)
+        scores[:, 0, 0] = 2.0  # a tie of every class: the first wins
+        scores[-1, 1, 1] = 9.0  # the last class
+        got = first_argmax(scores)
+        assert got.dtype == (torch.uint8 if classes < 256 else torch.int64)
+        assert torch.equal(got.long(), scores.argmax(0))
+        channels_last = scores.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        assert torch.equal(first_argmax(channels_last).long(), scores.argmax(0))

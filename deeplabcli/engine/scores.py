@@ -31,14 +31,17 @@ class ScoreRuns:
         self.logits: list[torch.Tensor] = []  # float32 (C, h, w) per run
 
     def add(self, logits: torch.Tensor) -> None:
-        self.logits.append(logits)
+        """Add one run's logits (C, h, w); kept contiguous, since bilinear resizing and
+        :func:`first_argmax` of channels-last slices are several times slower on the CPU."""
+        self.logits.append(logits.contiguous())
 
     def argmax(self) -> torch.Tensor:
-        """Class map int64 (H, W) on the logits' device."""
+        """Class map (H, W) on the logits' device: uint8 below 256 classes, else int64."""
         first = self.logits[0]
-        out = torch.empty(self.size, dtype=torch.int64, device=first.device)
+        dtype = torch.uint8 if first.shape[0] < 256 else torch.int64
+        out = torch.empty(self.size, dtype=dtype, device=first.device)
         for rows, scores in self._bands():
-            out[rows] = scores.argmax(0)
+            out[rows] = first_argmax(scores)
         return out
 
     def probabilities(self) -> torch.Tensor:
@@ -97,3 +100,17 @@ def resize_rows(
     x0, x1, fx = _source_index(width, x.shape[2], align_corners, x.device)
     vertical = torch.lerp(x.index_select(1, y0), x.index_select(1, y1), fy.view(1, -1, 1))
     return torch.lerp(vertical.index_select(2, x0), vertical.index_select(2, x1), fx.view(1, 1, -1))
+
+
+def first_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(0)`` for (C, H, W) scores, the first class winning ties, computed with
+    plain max reductions: several times faster than ``argmax`` on the CPU, where index-returning
+    reductions over the outer dimension are not vectorised. uint8 below 256 classes, else int64.
+    """
+    classes = scores.shape[0]
+    dtype = torch.uint8 if classes < 256 else torch.int64
+    scores = scores.contiguous()
+    # classes, ..., 1 where a class reaches the maximum: the largest marks the first such class
+    rank = torch.arange(classes, 0, -1, dtype=dtype, device=scores.device).view(classes, 1, 1)
+    hits = (scores == scores.amax(0, keepdim=True)).to(dtype).mul_(rank)
+    return (classes - hits.amax(0)).clamp_(max=classes - 1)  # NaN rows: the last class
