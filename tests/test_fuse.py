@@ -115,3 +115,14 @@ def test_inplace_folding_modifies_the_model_itself() -> None:
     model = randomise_batchnorm(build_model("deeplabv3_tiny"))
     assert fold_batchnorm(model, inplace=True) is model
     assert count_batchnorms(model) == 0
+
+
+def test_optimize_in_place_returns_the_model_itself() -> None:
+    torch.manual_seed(0)
+    model = randomise_batchnorm(build_model("deeplabv3_mobilenetv2_tiny"))
+    expected = outputs(optimize_for_inference(model), torch.ones(1, 3, 33, 33))["out"]
+    assert count_batchnorms(model) > 0  # the copy left it alone
+    optimised = optimize_for_inference(model, inplace=True)
+    assert optimised is model and count_batchnorms(model) == 0
+    got = outputs(model, torch.ones(1, 3, 33, 33), channels_last=True)["out"]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

@@ -117,14 +117,15 @@ def predict_command(
         batch_size=batch_size,
         overwrite=overwrite,
     )
-    model = load_model(model_ref)
 
     def report(result: PredictResult) -> None:
         if as_json:
             click.echo(json.dumps(result.to_json()))
             sys.stdout.flush()
 
-    summary = predict_files(model, inputs, config, on_result=report, progress=not quiet)
+    summary = predict_files(
+        load_model(model_ref), inputs, config, on_result=report, progress=not quiet, inplace=True
+    )
     for result in summary.results:
         if result.status == "skipped" and not quiet:
             click.echo(f"Skipped {result.message}", err=True)

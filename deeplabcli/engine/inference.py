@@ -84,6 +84,8 @@ class Segmenter:
     - ``optimize``: run a private copy with batch norm folded into the convs and channels-last
       weights (same outputs to float rounding); otherwise the model itself is used.
     - ``amp``: float16 autocast; ``None`` = on for CUDA, always off on CPU.
+    - ``inplace``: with ``optimize``, optimise the model itself instead of a copy (half the
+      weight memory; the model is then only fit for inference).
 
     The model's ``config.preprocessing`` decides normalisation and the resize policy.
     """
@@ -98,6 +100,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         optimize: bool = True,
         amp: bool | None = None,
+        inplace: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.scales = tuple(float(s) for s in scales)
@@ -109,7 +112,7 @@ class Segmenter:
             model.config.check_output_stride(output_stride)
         self.channels_last = optimize
         if optimize:
-            network = optimize_for_inference(model, channels_last=True)
+            network = optimize_for_inference(model, channels_last=True, inplace=inplace)
         elif (output_stride not in (None, model.output_stride)) or _device_of(model) != self.device:
             network = copy.deepcopy(model)
         else:

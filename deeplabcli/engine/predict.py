@@ -105,6 +105,7 @@ def predict_files(
     *,
     on_result: Callable[[PredictResult], None] | None = None,
     progress: bool = True,
+    inplace: bool = False,
 ) -> PredictSummary:
     """Segment every image named by ``inputs`` (files, folders searched recursively, globs) and
     write one mask per image as ``config`` says. ``on_result`` is called on the calling thread
@@ -113,6 +114,7 @@ def predict_files(
 
     ``model`` may also be a ready :class:`Segmenter` (reused across calls); its own output
     stride, scales, flip and device are then used, so ``config`` must leave those unset.
+    ``inplace`` optimises ``model`` itself rather than a copy (see :class:`Segmenter`).
     """
     config = config or PredictConfig()
     options = (config.output_stride, config.scales, config.flip, config.device)
@@ -141,6 +143,7 @@ def predict_files(
                 scales=config.scales,
                 flip=config.flip,
                 device=device_for(world, device),
+                inplace=inplace,
             )
         )
         results: list[PredictResult] = []

@@ -80,15 +80,21 @@ def count_batchnorms(model: nn.Module) -> int:
 
 
 def optimize_for_inference(
-    model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True
+    model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, inplace: bool = False
 ) -> nn.Module:
     """A copy of ``model`` prepared for fast inference: eval mode, batch norm folded into the
     convolutions, and (``channels_last``) weights in channels-last layout, which oneDNN and
     cuDNN convolutions run faster; feed it channels-last inputs as well.
 
-    The copy's parameters do not require gradients. The original model is untouched.
+    The copy's parameters do not require gradients. The original model is untouched, unless
+    ``inplace``: then the model itself is optimised (no second copy of the weights in memory)
+    and returned.
     """
-    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    if fold_bn:
+        fold_batchnorm(model, inplace=True)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     if channels_last:
