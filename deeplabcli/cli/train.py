@@ -150,6 +150,8 @@ def build_config(ctx: click.Context, stage: dict[str, Any], section: str) -> Tra
 
 
 def _finish(result: Any) -> None:
+    if not result.main:
+        return
     parts = [f"Trained {result.iteration} iterations"]
     if result.loss is not None:
         parts.append(f"loss {result.loss:.4f}")

@@ -50,6 +50,7 @@ class TrainResult:
     iteration: int  # completed iterations
     loss: float | None  # mean training loss of the last logging window
     val_miou: float | None  # last validation mIoU (None without --val-split)
+    main: bool = True  # False on the other ranks of a distributed run (they report nothing)
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
@@ -79,7 +80,7 @@ class _Run:
         )
         self.model = self._model()
         self.log = MetricsLog(self.out)
-        self.window: dict[str, float] = dict(self.state.log) if self.state else _empty_window()
+        self.window: dict[str, float] = _empty_window()  # this rank's; restored by _restore
         self.val_miou: float | None = None
         self._last_loss: float | None = None
 
@@ -117,7 +118,7 @@ class _Run:
         start = self._restore(optimizer, scaler)
         if start >= config.iters:
             self._say(f"{self.out} already finished {start} iterations; nothing to do.")
-            return TrainResult(self.out, start, None, None)
+            return TrainResult(self.out, start, None, None, world.is_main)
         if start == 0:
             self._save(0, optimizer, scaler)
         writer = tensorboard_writer(self.out, start) if world.is_main else None
@@ -170,7 +171,7 @@ class _Run:
                     )
         if writer is not None:
             writer.close()
-        return TrainResult(self.out, done, self._last_loss, self.val_miou)
+        return TrainResult(self.out, done, self._last_loss, self.val_miou, world.is_main)
 
     def _log_window(self, done: int, lr: float, seconds: float, writer: Any) -> dict[str, Any]:
         sums = torch.tensor([self.window["loss_sum"], self.window["steps"]], dtype=torch.float64)
@@ -223,6 +224,7 @@ class _Run:
         if scaler is not None and state.scaler:
             scaler.load_state_dict(state.scaler)
         restore_rng(state.rng[self.world.rank])
+        self.window = dict(state.log[self.world.rank])
         if self.world.is_main:
             self.log.truncate(state.iteration)
         D.barrier()
@@ -231,6 +233,7 @@ class _Run:
 
     def _save(self, done: int, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         rng = D.all_gather_objects(capture_rng())
+        windows = D.all_gather_objects(dict(self.window))
         if self.world.is_main:
             provenance = getattr(self.model, "provenance", None) or make_provenance(
                 self.config.init, trained_by="deeplab train"
@@ -246,7 +249,7 @@ class _Run:
                           "power": self.config.lr_power, "max_iters": self.config.iters},
                 scaler=scaler.state_dict() if scaler is not None else None,
                 rng=rng,
-                log=dict(self.window),
+                log=windows,
                 world_size=self.world.size,
                 extra={"model_config": self.model.config.to_dict(), "provenance": provenance},
             )  # fmt: skip

@@ -41,7 +41,7 @@ class TrainState:
     schedule: dict[str, Any]  # the LR policy: {"policy": "poly", "base_lr", "power", "max_iters"}
     scaler: dict[str, Any] | None  # AMP GradScaler state (fp16 on CUDA), else None
     rng: list[dict[str, Any]]  # one entry per process (rank order), see capture_rng()
-    log: dict[str, float]  # running sums of the current logging window
+    log: list[dict[str, float]]  # per process: running sums of the current logging window
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
