@@ -334,3 +334,33 @@ def test_world_comes_from_torchrun_variables(monkeypatch) -> None:
     world = world_from_env()
     assert (world.rank, world.size, world.local_rank, world.is_main) == (3, 4, 1, False)
     assert os.environ["RANK"] == "3"
+
+
+def test_an_image_that_runs_out_of_memory_fails_alone(tmp_path: Path) -> None:
+    from deeplabcli.config import PredictConfig
+    from deeplabcli.engine.predict import predict_files
+
+    torch.manual_seed(0)
+    segmenter = Segmenter(build_model("deeplabv3_tiny"), device="cpu")
+    real_masks = segmenter.masks
+
+    def masks(pixels):  # simulated (tests cannot run out of memory): batches of several
+        # images and the white image are too big for the allocator
+        if len(pixels) > 1 or any(bool((p == 255).all()) for p in pixels):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+        return real_masks(pixels)
+
+    segmenter.masks = masks  # type: ignore[method-assign]
+    save(tmp_path / "in" / "a.png", rgb(20, 30))
+    save(tmp_path / "in" / "big.png", Image.new("RGB", (30, 20), (255, 255, 255)))
+    save(tmp_path / "in" / "b.png", rgb(20, 30, seed=1))
+    config = PredictConfig(output=str(tmp_path / "out"), batch_size=3)
+    summary = predict_files(segmenter, [str(tmp_path / "in")], config, progress=False)
+    assert (summary.written, summary.failed) == (2, 1)
+    assert [f.message for f in summary.failures] == [
+        f"{tmp_path / 'in' / 'big.png'}: ran out of memory segmenting this 30×20 image on cpu. "
+        "Downscale it, or use fewer --scales."
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    with pytest.raises(ValueError, match="brings its own"):
+        predict_files(segmenter, [], PredictConfig(flip=True))

@@ -30,6 +30,7 @@ from .distributed import all_reduce_sum, device_for, process_group, shard
 from .images import index_png, overlay_png, palette_png, read_image, write_png
 from .inference import ImageLike, Segmenter, _device_of, resolve_device
 from .inputs import Job, plan_outputs
+from .memory import is_out_of_memory
 
 
 @dataclass
@@ -233,10 +234,27 @@ class _Pipeline:
         self, batch: list[_Decoded], pool: ThreadPoolExecutor, writes: deque[Future[PredictResult]]
     ) -> None:
         start = time.perf_counter()
-        masks = [m.cpu().numpy() for m in self.segmenter.masks([d.pixels for d in batch])]
+        try:
+            masks = [m.cpu().numpy() for m in self.segmenter.masks([d.pixels for d in batch])]
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            if len(batch) > 1:  # retry one image at a time
+                for item in batch:
+                    self._segment([item], pool, writes)
+                return
+            height, width = batch[0].size
+            message = (
+                f"ran out of memory segmenting this {width}×{height} image on "
+                f"{self.segmenter.device.type}. Downscale it, or use fewer --scales."
+            )
+            self.finish(_failed(batch[0].job, message))
+            return
         share = (time.perf_counter() - start) / len(batch)
         for item, mask in zip(batch, masks, strict=True):
             writes.append(pool.submit(self._write, item, mask, item.seconds + share))
+        while len(writes) > self.window:  # bound the masks waiting to be written
+            self.finish(writes.popleft().result())
 
     def _write(self, item: _Decoded, mask: np.ndarray, seconds: float) -> PredictResult:
         start = time.perf_counter()
