@@ -32,6 +32,7 @@ from ..errors import ConfigError, Interrupted, RunDirectoryError
 from ..models import DeepLabV3
 from ..progress import message, progress_bar
 from . import distributed as D
+from .evaluate import evaluate_dataset
 from .inference import resolve_device
 from .memory import out_of_memory_as_error
 from .model_init import prepare_for_training, training_model
@@ -41,7 +42,6 @@ from .signals import StopSignals
 from .step import amp_settings, train_step
 from .train_data import training_loader
 from .train_state import TrainState, capture_rng, load_train_state, restore_rng, save_train_state
-from .validate import evaluate_model
 
 
 @dataclass
@@ -193,7 +193,10 @@ class _Run:
 
     def _validate(self, done: int, writer: Any) -> None:
         assert self.val is not None
-        metrics = evaluate_model(self.model, self.val, device=self.device, world=self.world)
+        metrics = evaluate_dataset(
+            self.model, self.val, device=self.device, world=self.world, optimize=False,
+            workers=self.config.workers,
+        ).metrics  # fmt: skip
         self._train_mode()
         self.val_miou = metrics.miou
         record = {
