@@ -224,6 +224,7 @@ def test_report_files(tmp_path: Path, folder, tiny3) -> None:
     data = json.loads((report / "metrics.json").read_text())
     assert data["confusion_matrix"] == result.metrics.confusion.tolist()
     assert data["miou"] == pytest.approx(result.metrics.miou) and data["images"] == 5
+    assert data["model"] == "deeplabv3_tiny"  # no reference given: the model's architecture
     assert [w["file"] for w in data["worst_images"]] == worst
     rows = list(csv.DictReader((report / "per_class.csv").open()))
     assert [r["class"] for r in rows] == ["background", "cat", "dog"]

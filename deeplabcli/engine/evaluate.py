@@ -32,7 +32,14 @@ from ..errors import ClassCountMismatchError, DeeplabError, Interrupted
 from ..metrics import SegmentationMetrics, compute_metrics
 from ..models import DeepLabV3
 from ..progress import progress_bar
-from .distributed import World, all_gather_objects, all_reduce_sum, device_for, process_group
+from .distributed import (
+    World,
+    all_gather_objects,
+    all_reduce_sum,
+    current_world,
+    device_for,
+    process_group,
+)
 from .inference import Segmenter, _device_of, resolve_device
 from .scoring import ImageScore, Scorer, WorstImage
 
@@ -159,6 +166,10 @@ def run_evaluation(
         check_report_dir(config.report)
     if model is None:
         model = load_model(config.model)
+        name = config.model or default_model_name()
+    else:
+        provenance = getattr(model, "provenance", None) or {}
+        name = config.model or str(provenance.get("source") or model.config.arch)
     check_classes(model, dataset)
     result = evaluate_dataset(
         model,
@@ -173,17 +184,11 @@ def run_evaluation(
         limit=config.limit,
         progress=progress,
         keep_worst=config.worst if config.report is not None else 0,
-        model_name=config.model or default_model_name(),
+        model_name=name,
     )
-    if config.report is not None and _is_main():
+    if config.report is not None and current_world().is_main:
         write_report(result, dataset, config.report)
     return result
-
-
-def _is_main() -> bool:
-    from .distributed import current_world
-
-    return current_world().is_main
 
 
 def evaluate_dataset(
