@@ -62,6 +62,7 @@ class EvalResult:
     worst: list[WorstImage] = field(default_factory=list)  # lowest mIoU first (if asked for)
     seconds: float = 0.0  # wall time, setup included
     load_wait: float = 0.0  # seconds the scoring loop waited for decoded images
+    first_wait: float = 0.0  # of which for the first batch (loader start-up included)
     loop_seconds: float = 0.0  # seconds of the scoring loop (first batch to last)
 
     @property
@@ -256,6 +257,7 @@ def evaluate_dataset(
         worst=worst[:keep_worst],
         seconds=time.perf_counter() - start,
         load_wait=scorer.load_wait,
+        first_wait=scorer.first_wait,
         loop_seconds=scorer.loop_seconds,
     )
 

@@ -59,7 +59,8 @@ class Scorer:
         self.matrix = ConfusionMatrix(dataset.num_classes)
         self.scores: list[ImageScore] = []
         self._worst: list[tuple[float, int, WorstImage]] = []  # heap: least bad on top
-        self.load_wait = 0.0
+        self.load_wait = 0.0  # seconds spent waiting for decoded batches
+        self.first_wait = 0.0  # of which for the first batch (worker start-up included)
         self.loop_seconds = 0.0
 
     def run(self, indices: list[int], batch_size: int, workers: int, bar: ProgressHandle) -> None:
@@ -87,7 +88,9 @@ class Scorer:
         while True:
             waited = time.perf_counter()
             batch = next(batches, None)
-            self.load_wait += time.perf_counter() - waited
+            waited = time.perf_counter() - waited
+            self.first_wait = self.first_wait or waited
+            self.load_wait += waited
             if batch is None:
                 return
             predictions = self.segmenter.masks(
