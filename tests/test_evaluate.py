@@ -3,6 +3,7 @@ multi-scale + flip, batching/worker invariance, per-image scores, the report, va
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import multiprocessing
@@ -23,7 +24,6 @@ from deeplabcli.engine import evaluate as evaluate_module
 from deeplabcli.engine.evaluate import evaluate_dataset
 from deeplabcli.engine.inference import Segmenter
 from deeplabcli.engine.scoring import Scorer, sigterm_raises
-from deeplabcli.engine.validate import evaluate_model
 from deeplabcli.errors import (
     ClassCountMismatchError,
     Interrupted,
@@ -196,15 +196,33 @@ def test_class_count_mismatch_is_an_error_before_any_work(folder, monkeypatch) -
     )
 
 
-def test_training_validation_is_a_thin_call_into_evaluate(folder, tiny3) -> None:
+def test_validation_during_training_runs_the_model_itself(folder, tiny3) -> None:
+    """What training does: optimize=False runs the model as it is and restores train mode."""
     tiny3.train()
     try:
-        metrics = evaluate_model(tiny3, folder, device="cpu")
-        assert tiny3.training  # put back in train mode
+        result = evaluate_dataset(tiny3, folder, device="cpu", optimize=False, workers=0)
+        assert tiny3.training
     finally:
         tiny3.eval()
     expected = hand_confusion(folder, Segmenter(tiny3, device="cpu", optimize=False))
-    np.testing.assert_array_equal(metrics.confusion, expected)
+    np.testing.assert_array_equal(result.metrics.confusion, expected)
+
+
+def test_a_model_loaded_for_the_run_is_optimised_in_place(folder, tiny3, monkeypatch) -> None:
+    built = []
+
+    def segmenter(*args, **kwargs):
+        built.append(kwargs)
+        return Segmenter(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "Segmenter", segmenter)
+    evaluate(tiny3, folder)  # the caller's model: optimised on a copy, left as it was
+    assert built[-1]["inplace"] is False
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tiny3.modules())
+    monkeypatch.setattr("deeplabcli.resolve.load_model", lambda ref: copy.deepcopy(tiny3))
+    config = EvalConfig(dataset="folder", data_root=str(folder.root), model="x", workers=0)
+    run_evaluation(config, progress=False)
+    assert built[-1]["inplace"] is True
 
 
 # ---------------------------------------------------------------------- report

@@ -165,6 +165,7 @@ def run_evaluation(
     if config.report is not None:
         require_matplotlib()
         check_report_dir(config.report)
+    inplace = model is None  # a model loaded for this run may be optimised in place
     if model is None:
         model = load_model(config.model)
         name = config.model or default_model_name()
@@ -186,6 +187,7 @@ def run_evaluation(
         progress=progress,
         keep_worst=config.worst if config.report is not None else 0,
         model_name=name,
+        inplace=inplace,
     )
     if config.report is not None and current_world().is_main:
         write_report(result, dataset, config.report)
@@ -209,10 +211,13 @@ def evaluate_dataset(
     keep_worst: int = 0,
     model_name: str = "model",
     world: World | None = None,
+    inplace: bool = False,
 ) -> EvalResult:
     """:func:`evaluate` with everything it measured: per-image scores, the ``keep_worst``
     lowest-mIoU predictions, timings. ``world`` given: use it (the caller owns the process
-    group), else join torchrun's group if launched by it."""
+    group), else join torchrun's group if launched by it. ``inplace``: optimise ``model``
+    itself instead of a copy (half the weight memory; the model is then fit only for
+    inference)."""
     start = time.perf_counter()
     check_classes(model, dataset)
     resolved = resolve_device(device)
@@ -226,6 +231,7 @@ def evaluate_dataset(
             device=device_for(world, resolved),
             optimize=optimize,
             amp=amp,
+            inplace=inplace,
         )
         scorer = Scorer(segmenter, dataset, keep_worst)
         indices = list(range(world.rank, count, world.size))
