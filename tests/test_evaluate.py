@@ -26,6 +26,7 @@ from deeplabcli.engine.inference import Segmenter
 from deeplabcli.engine.scoring import Scorer, sigterm_raises
 from deeplabcli.errors import (
     ClassCountMismatchError,
+    ConfigError,
     Interrupted,
     MissingDependencyError,
     OutputWriteError,
@@ -329,3 +330,20 @@ def test_sigterm_is_left_to_a_handler_already_installed(folder, tiny3) -> None:
         assert received == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_eval_config_defaults_and_checks() -> None:
+    assert EvalConfig().split_name == "val"
+    assert EvalConfig(dataset="folder").split_name == "all"
+    assert EvalConfig(split="train").split_name == "train"
+    assert EvalConfig(scales=[1, 2]).scales == (1.0, 2.0)
+    for changes, problem in [
+        ({"dataset": "coco"}, "dataset must be one of voc, folder"),
+        ({"scales": (1.0, 0.0)}, "scales must be positive"),
+        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"workers": -1}, "workers must not be negative"),
+        ({"limit": 0}, "limit must be at least 1"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            EvalConfig(**changes)
+        assert str(caught.value) == f"{problem}. Fix the evaluation option."
