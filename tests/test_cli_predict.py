@@ -286,7 +286,7 @@ def test_bad_inputs_are_reported_and_the_rest_still_processed(tmp_path, monkeypa
             str(tmp_path / "texts"), str(tmp_path / "in" / "notes.png")]  # fmt: skip
     code, stdout, err = run(*args, "-o", str(out), "--model", str(ckpt))
     assert code == 1 and stdout == ""
-    folder_hint = "Give a folder of image files (.avif, .bmp, .dib, .gif, .jfif, .jpe, ...)."
+    folder_hint = "Give a folder of image files (.jpg, .png, .bmp, .tif, .webp, ...)."
     expected = [
         f"Error: {tmp_path / 'missing.jpg'}: no such file or directory. Check the path.",
         f"Error: {tmp_path / 'nothing'}: no images in this folder. {folder_hint}",

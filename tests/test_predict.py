@@ -269,7 +269,7 @@ def test_planning_problems(tmp_path: Path) -> None:
     out = tmp_path / "out" / "a.png"
     assert [m for _, m in problems] == [
         f"{tmp_path / 'empty'}: no images in this folder. Give a folder of image files "
-        "(.avif, .bmp, .dib, .gif, .jfif, .jpe, ...).",
+        "(.jpg, .png, .bmp, .tif, .webp, ...).",
         f"{tmp_path / 'nope.jpg'}: no such file or directory. Check the path.",
         f"{root / 'other' / 'a.jpg'}: its mask {out} is also the mask of {root / 'a.jpg'}. "
         "Predict these images into separate folders.",

@@ -34,7 +34,7 @@ def is_glob(text: str) -> bool:
 def _glob_base(pattern: str) -> Path:
     """The folder part of ``pattern`` before its first wildcard (``data/**/*.jpg`` → ``data``)."""
     parts = Path(pattern).parts
-    fixed = [p for p in (parts[: next(i for i, p in enumerate(parts) if is_glob(p))])]
+    fixed = parts[: next(i for i, part in enumerate(parts) if is_glob(part))]
     return Path(*fixed) if fixed else Path(".")
 
 
@@ -65,10 +65,9 @@ def expand_inputs(
             files = sorted(p for p in path.rglob("*") if is_image_name(p) and p.is_file())
             entries = [(p, p.relative_to(path)) for p in files if wanted(p)]
             if not entries:
-                suffixes = ", ".join(sorted(IMAGE_SUFFIXES)[:6])
                 failures.append(
                     (text, f"{text}: no images in this folder. Give a folder of image files "
-                     f"({suffixes}, ...).")
+                     "(.jpg, .png, .bmp, .tif, .webp, ...).")
                 )  # fmt: skip
                 continue
         elif is_glob(text):
@@ -76,7 +75,9 @@ def expand_inputs(
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             files = [m for m in matches if m.is_file() and wanted(m)]
             for folder in (m for m in matches if m.is_dir()):
-                files += sorted(p for p in folder.rglob("*") if is_image_name(p) and wanted(p))
+                files += sorted(
+                    p for p in folder.rglob("*") if is_image_name(p) and p.is_file() and wanted(p)
+                )
             entries = [
                 (p, p.relative_to(base) if p.is_relative_to(base) else Path(p.name)) for p in files
             ]
