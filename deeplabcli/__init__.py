@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "load_backbone_weights": "resolve",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
+    "TrainConfig": "config",
+    "train": "engine.train",
+    "finetune": "engine.finetune",
+    "bootstrap_split": "engine.bootstrap",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

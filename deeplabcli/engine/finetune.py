@@ -12,13 +12,16 @@ exactly what was replaced.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import TrainConfig
 from ..errors import ModelLoadError
 from ..models import DeepLabV3
+
+if TYPE_CHECKING:
+    from .train import TrainResult
 
 #: TrainConfig values of the paper's second stage.
 STAGE2_DEFAULTS: dict[str, Any] = {
@@ -36,6 +39,16 @@ def finetune_config(init: str, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` that fine-tunes ``init`` (any model reference) with the paper's
     stage-2 defaults; ``overrides`` change any field."""
     return TrainConfig(**{**STAGE2_DEFAULTS, "init": init, **overrides})
+
+
+def finetune(init: str, *, progress: bool = True, **overrides: Any) -> TrainResult:
+    """Fine-tune ``init`` with the paper's stage-2 defaults (see :func:`finetune_config`).
+
+    >>> finetune("runs/r101", data_root="VOCdevkit", out="runs/r101-ft")  # doctest: +SKIP
+    """
+    from .train import train
+
+    return train(finetune_config(init, **overrides), progress=progress)
 
 
 def adapt_classes(
