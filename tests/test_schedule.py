@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from deeplabcli.engine.schedule import (
     set_bn_momentum,
     set_lr,
 )
-from deeplabcli.engine.step import pixel_cross_entropy, segmentation_loss
+from deeplabcli.engine.step import amp_settings, pixel_cross_entropy, segmentation_loss
+from deeplabcli.errors import ConfigError
 
 
 def test_poly_lr_hand_checked() -> None:
@@ -103,3 +105,19 @@ def test_loss_ignores_255_and_upsamples_logits_to_the_labels() -> None:
     aux = {"out": logits, "aux": torch.zeros(1, 3, 4, 4)}
     total = segmentation_loss(aux, target, aux_weight=0.4)
     assert float(total) == pytest.approx(float(expected) + 0.4 * math.log(3), rel=1e-6)
+
+
+def test_mixed_precision_is_chosen_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_settings(cpu, None) == (None, None)  # the default CPU path: plain float32
+    assert amp_settings(cpu, False) == (None, None)
+    with pytest.raises(ConfigError, match=r"mixed precision \(--amp\) needs a CUDA device"):
+        amp_settings(cpu, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert amp_settings(cuda, None) == (torch.bfloat16, None)  # bf16 needs no loss scaling
+    assert amp_settings(cuda, False) == (None, None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available" on a machine without a GPU
+        dtype, scaler = amp_settings(cuda, True)
+    assert dtype == torch.float16 and isinstance(scaler, torch.amp.GradScaler)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +195,35 @@ def test_metrics_and_config_files(shapes_voc: Path, tmp_path: Path) -> None:
     assert document["provenance"]["training"] == {"run": str(run), "iteration": 4}
     assert not list(run.glob(".*.tmp"))  # no temporary files left behind
     assert np.isfinite(train_records[-1]["loss"])
+
+
+def test_quiet_on_cpu_and_tensorboard_when_installed(
+    shapes_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU run raises no warning at all; with `tensorboard` importable, the same scalars as
+    metrics.jsonl go to RUN/tensorboard (a stand-in module records them here)."""
+    calls: list[tuple] = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir: str, purge_step: int) -> None:
+            calls.append(("open", Path(log_dir).name, purge_step))
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            calls.append((tag, step))
+
+        def close(self) -> None:
+            calls.append(("close",))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = SummaryWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    config = tiny_config(shapes_voc, tmp_path / "run", iters=4, val_split="val", val_every=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(config, progress=False)
+    assert calls == [
+        ("open", "tensorboard", 0),
+        ("train/loss", 2), ("train/lr", 2),
+        ("train/loss", 4), ("train/lr", 4), ("val/miou", 4),
+        ("close",),
+    ]  # fmt: skip

@@ -14,7 +14,9 @@ from synthetic import SHAPE_CLASSES, make_shapes_folder, make_shapes_voc
 from deeplabcli import build_model
 from deeplabcli.checkpoint import read_safetensors, save_checkpoint
 from deeplabcli.cli import main
+from deeplabcli.cli.train import read_config_file
 from deeplabcli.config import TrainConfig
+from deeplabcli.engine.finetune import finetune_config
 from deeplabcli.engine.model_init import training_model
 
 FAST = ("--split", "train", "--model-arch", "deeplabv3_tiny", "--init", "none", "--crop-size", "32",
@@ -257,3 +259,23 @@ def test_class_change_loads_every_other_tensor(shapes: Path, voc_checkpoint: Pat
     assert all(torch.equal(state[k], source[k]) for k in state if k not in fresh)
     assert model.config.class_names == SHAPE_CLASSES and model.config.aux_head
     assert len(messages) == 1 and "aux_head.4.weight (4, 32, 1, 1)" in messages[0]
+
+
+def test_example_recipe_is_the_papers() -> None:
+    recipe = Path(__file__).resolve().parents[1] / "examples" / "paper_recipe.toml"
+    stage1 = TrainConfig.from_dict(read_config_file(str(recipe), "train"))
+    paper = TrainConfig()
+    fields = ("split", "output_stride", "crop_size", "batch_size", "lr", "iters", "momentum",
+              "weight_decay", "bn_momentum", "freeze_bn", "init")  # fmt: skip
+    assert [getattr(stage1, f) for f in fields] == [getattr(paper, f) for f in fields]
+    assert (stage1.arch, stage1.multi_grid, stage1.aspp_rates) == (
+        "deeplabv3_resnet101", (1, 2, 4), (6, 12, 18),
+    )  # fmt: skip
+    stage2 = finetune_config("runs/r101-stage1", **read_config_file(str(recipe), "finetune"))
+    assert (stage2.output_stride, stage2.lr, stage2.freeze_bn, stage2.iters) == (
+        8,
+        0.001,
+        True,
+        30000,
+    )
+    assert stage2.split == "trainval_bootstrap"

@@ -67,7 +67,7 @@ def _data_options(stage: dict[str, Any]) -> list[Callable[[Callable], Callable]]
     return [
         click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML file of options (flags override it)."),
         click.option("--dataset", type=click.Choice(["voc", "folder"]), default="voc", show_default=True),
-        click.option("--data-root", help="VOCdevkit (or VOC2012) or a custom data set folder [env: DEEPLAB_DATA_ROOT]."),
+        click.option("--data-root", envvar="DEEPLAB_DATA_ROOT", show_envvar=True, help="VOCdevkit (or VOC2012) or a custom data set folder."),
         click.option("--split", default=stage.get("split", _default("split")), show_default=True, help="Split name or list file (e.g. from `deeplab bootstrap`)."),
         click.option("--num-classes", type=click.IntRange(min=1), help="Class count; re-initialises the classifier of an init model with another count."),
     ]  # fmt: skip
@@ -224,7 +224,10 @@ def finetune(ctx: click.Context, ref: str, **_: Any) -> None:
 @click.command()
 @click.option("--dataset", type=click.Choice(["voc", "folder"]), default="voc", show_default=True)
 @click.option(
-    "--data-root", help="VOCdevkit (or VOC2012) or a custom data set [env: DEEPLAB_DATA_ROOT]."
+    "--data-root",
+    envvar="DEEPLAB_DATA_ROOT",
+    show_envvar=True,
+    help="VOCdevkit (or VOC2012) or a custom data set.",
 )
 @click.option("--split", default="train", show_default=True, help="Split name or list file.")
 @click.option(

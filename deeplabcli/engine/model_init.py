@@ -28,6 +28,8 @@ from .schedule import batch_norms, freeze_bn, set_bn_momentum
 from .syncbn import convert_sync_batchnorm
 
 DEFAULT_ARCH = "deeplabv3_resnet101"
+#: A learning rate that fine-tunes BN-folded models (Google's TFLite exports) without harm.
+FOLDED_BN_LR = 1e-5
 #: TrainConfig architecture fields → the option that sets them (for error messages).
 ARCH_OPTIONS = {
     "arch": "--model-arch",
@@ -135,6 +137,12 @@ def _from_checkpoint(
         say(
             f"Re-initialised for {len(class_names)} classes ({config.init} has {theirs}): "
             f"{describe_tensors(model, fresh)}. Every other tensor was loaded."
+        )
+    if model.config.folded_bn and config.lr > FOLDED_BN_LR:
+        say(
+            f"Note: {config.init} has batch norm folded into its convolutions, which makes each "
+            f"SGD step act far larger than with BN layers; if the loss rises, lower --lr "
+            f"(e.g. {FOLDED_BN_LR:g})."
         )
     if model.output_stride != config.output_stride:
         model.set_output_stride(config.output_stride)
