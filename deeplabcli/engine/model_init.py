@@ -21,6 +21,7 @@ from ..cards import find_card
 from ..config import ModelConfig, TrainConfig
 from ..errors import ClassCountMismatchError, ConfigError, ModelLoadError
 from ..models import DeepLabV3, build_model
+from ..weightfiles import PICKLE_SUFFIXES, layout
 from .distributed import World
 from .finetune import adapt_classes, describe_tensors
 from .memory import check_training_memory
@@ -44,7 +45,12 @@ def is_backbone_init(init: str) -> bool:
     """True when ``init`` names backbone weights (not a whole model)."""
     if init == "imagenet":
         return True
-    if Path(init).expanduser().exists():
+    path = Path(init).expanduser()
+    if path.is_file() and path.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors"):
+        from ..loaders import read_weights
+
+        return layout(read_weights(path)) == "resnet"  # an ImageNet ResNet, not a model
+    if path.exists():
         return False
     card = find_card(init)
     return card is not None and not card.is_model
