@@ -97,6 +97,9 @@ class _Run:
             model.provenance = self.state.extra.get("provenance", {})
         else:
             model = training_model(config, self.dataset.class_names, say=self._say)
+            model.provenance = getattr(model, "provenance", None) or make_provenance(
+                config.init, trained_by="deeplab train"
+            )
         model, self.frozen = prepare_for_training(model, config, self.world, self.device)
         return model
 
@@ -238,10 +241,8 @@ class _Run:
         rng = D.all_gather_objects(capture_rng())
         windows = D.all_gather_objects(dict(self.window))
         if self.world.is_main:
-            provenance = getattr(self.model, "provenance", None) or make_provenance(
-                self.config.init, trained_by="deeplab train"
-            )
-            provenance = {**provenance, "training": {"run": str(self.out), "iteration": done}}
+            training = {"run": str(self.out), "iteration": done}
+            provenance = {**self.model.provenance, "training": training}
             write_model_files(self.model, self.out, provenance=provenance)
             state = TrainState(
                 iteration=done,
