@@ -86,6 +86,8 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
     gray[0, 0] = 65535
     out = np.asarray(read_image(save(tmp_path / "g16.png", Image.fromarray(gray))))
     assert out[1, 1].tolist() == [100, 100, 100] and out[0, 0].tolist() == [255, 255, 255]
+    dark = Image.fromarray(np.full((2, 2), 200 * 257 // 255, dtype=np.uint16))  # max ≤ 255
+    assert np.asarray(read_image(save(tmp_path / "dark16.png", dark)))[0, 0].tolist() == [1, 1, 1]
     colour = np.zeros((3, 5, 3), np.uint16)
     colour[..., 0], colour[..., 1] = 65535, 200 * 257
     (tmp_path / "c16.png").write_bytes(png16_rgb(colour))

@@ -112,12 +112,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image, dtype=np.float64)
-        if mode == "F":
-            top = 1.0 if values.size and values.max() <= 1.0 else 255.0
-        else:
-            top = 255.0 if values.size and values.max() <= 255 else 65535.0
+        peak = values.max() if values.size else 0.0
+        if mode.startswith("I;16"):
+            top = 65535.0
+        elif mode == "F":
+            top = 1.0 if peak <= 1.0 else 255.0
+        else:  # 32-bit integers: 8-bit values, or 16-bit ones (some PNG decoders)
+            top = 255.0 if peak <= 255 else 65535.0
         gray = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
+        return Image.fromarray(gray).convert("RGB")
     if mode in ("P", "PA"):
         return image.convert("RGBA").convert("RGB")
     return image.convert("RGB")
