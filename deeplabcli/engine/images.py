@@ -205,7 +205,10 @@ def overlay_png(
     counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=len(class_names))
     present = [int(c) for c in np.flatnonzero(counts)]
     size = int(np.clip(width / 40, 10, 28))
-    font = ImageFont.load_default(size=size)
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):  # Pillow without FreeType: the bitmap font
+        font = ImageFont.load_default()
     pad, swatch = size // 2, size
     labels = [
         f"{class_names[c] if c < len(class_names) else c} {100 * counts[c] / mask.size:.1f}%"
