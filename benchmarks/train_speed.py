@@ -1,9 +1,10 @@
 """Training speed and peak memory: our training step vs a plain PyTorch loop.
 
-Each variant runs in its own process (so its peak memory is its own) on a fixed random batch:
-SGD momentum 0.9, weight decay 1e-4, cross-entropy with ignore 255, train mode, the same thread
-count. Rounds alternate the variants (ours, theirs, ours, theirs, ...) so drifting machine load
-hits both alike; medians are reported.
+Every variant trains on the same fixed random batch: SGD momentum 0.9, weight decay 1e-4,
+cross-entropy with ignore 255, train mode, the same thread count. Speed: all variants live in
+one process and their steps are interleaved (A, B, C, A, B, C, ...), so changing machine load
+hits them alike; the median and best step are reported. Memory: each variant runs alone in a
+fresh process.
 
 - ``resnet101``: our ``deeplabv3_resnet101`` (the paper's OS 16, Multi_Grid (1, 2, 4), ASPP
   (6, 12, 18) + image pooling) through :func:`deeplabcli.engine.step.train_step` with the poly
@@ -17,7 +18,7 @@ hits both alike; medians are reported.
 Peak memory is the process's peak resident set (CPU) or ``torch.cuda.max_memory_allocated``.
 
     python benchmarks/train_speed.py                 # crop 513, batch 2 (long on a laptop CPU)
-    python benchmarks/train_speed.py --quick         # crop 129, 1 round: a smoke run
+    python benchmarks/train_speed.py --quick         # crop 129, 2 steps, no memory: a smoke run
     python benchmarks/train_speed.py --device cuda --batch-size 16 --amp   # the paper's batch
 """
 
@@ -62,124 +63,153 @@ def build(model_name: str, variant: str) -> torch.nn.Module:
     return DeepLabV3(body, DeepLabHead(2048, 21, atrous_rates=(6, 12, 18)))
 
 
-def worker(args: argparse.Namespace) -> None:
-    """One variant in this process: print {"seconds": [...], "peak_mib": ...} as JSON."""
-    from deeplabcli.engine.schedule import param_groups, poly_lr, set_bn_momentum, set_lr
-    from deeplabcli.engine.step import amp_settings, train_step
+class Runner:
+    """One variant ready to train: model, optimizer and a fixed batch on ``device``."""
 
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    model = build(args.model, args.variant).to(device).train()
-    ours = args.variant.startswith("ours")
-    n, size = args.batch_size, args.crop
-    images = torch.randn(n, 3, size, size, device=device)
-    target = torch.randint(0, 21, (n, size, size), device=device)
-    target[:, : size // 8] = 255
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    amp_dtype, scaler = amp_settings(device, args.amp if device.type == "cuda" else None)
-    if ours:
-        set_bn_momentum(model, 0.0003)
-        optimizer = torch.optim.SGD(param_groups(model, 1e-4), lr=0.007, momentum=0.9)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4)
+    def __init__(self, model_name: str, variant: str, args: argparse.Namespace) -> None:
+        from deeplabcli.engine.schedule import param_groups, set_bn_momentum
+        from deeplabcli.engine.step import amp_settings
 
-    def plain_step() -> None:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)["out"]
-        loss = F.cross_entropy(logits.float(), target, ignore_index=255)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-
-    estimate = None
-    if ours:  # what `deeplab train` checks before starting (see engine/memory.py)
-        from deeplabcli.engine.memory import estimate_training_bytes
-
-        estimate = estimate_training_bytes(model, size, n) / 2**20
-    seconds = []
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        if ours:
-            set_lr(optimizer, poly_lr(0.007, step, 30000))
-            train_step(model, images, target, optimizer, amp_dtype=amp_dtype, scaler=scaler)
-        else:
-            plain_step()
+        torch.manual_seed(0)
+        self.device = device = torch.device(args.device)
+        self.model = build(model_name, variant).to(device).train()
+        self.ours = variant.startswith("ours")
+        n, size = args.batch_size, args.crop
+        self.images = torch.randn(n, 3, size, size, device=device)
+        self.target = torch.randint(0, 21, (n, size, size), device=device)
+        self.target[:, : size // 8] = 255
         if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.amp_dtype, self.scaler = amp_settings(
+            device, args.amp if device.type == "cuda" else None
+        )
+        if self.ours:  # what `deeplab train` does
+            set_bn_momentum(self.model, 0.0003)
+            groups = param_groups(self.model, 1e-4)
+            self.optimizer = torch.optim.SGD(groups, lr=0.007, momentum=0.9)
+        else:  # the plain loop
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=0.007, momentum=0.9, weight_decay=1e-4
+            )
+        self.steps = 0
+
+    def step(self) -> float:
+        """One training step; returns its wall time in seconds."""
+        from deeplabcli.engine.schedule import poly_lr, set_lr
+        from deeplabcli.engine.step import train_step
+
+        start = time.perf_counter()
+        if self.ours:
+            set_lr(self.optimizer, poly_lr(0.007, self.steps, 30000))
+            train_step(
+                self.model, self.images, self.target, self.optimizer,
+                amp_dtype=self.amp_dtype, scaler=self.scaler,
+            )  # fmt: skip
+        else:
+            with torch.autocast(
+                self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+            ):
+                logits = self.model(self.images)["out"]
+            loss = F.cross_entropy(logits.float(), self.target, ignore_index=255)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= args.warmup:
-            seconds.append(time.perf_counter() - start)
-    if device.type == "cuda":
+        self.steps += 1
+        return time.perf_counter() - start
+
+
+def memory_worker(args: argparse.Namespace) -> None:
+    """Peak memory of one variant alone in this process (warm-up + one step), as JSON; for our
+    model also the pre-flight estimate `deeplab train` checks (engine/memory.py)."""
+    from deeplabcli.engine.memory import estimate_training_bytes
+
+    runner = Runner(args.model, args.variant, args)
+    estimate = None
+    if runner.ours:
+        estimate = estimate_training_bytes(runner.model, args.crop, args.batch_size) / 2**20
+    runner.step()
+    runner.step()
+    if runner.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_mib": peak, "estimate_mib": estimate}))
+    print(json.dumps({"peak_mib": peak, "estimate_mib": estimate}))
 
 
-def run_variant(args: argparse.Namespace, model: str, variant: str) -> dict:
+def peak_memory(args: argparse.Namespace, model: str, variant: str) -> dict:
     command = [
-        sys.executable, __file__, "--worker", "--model", model, "--variant", variant,
-        "--crop", str(args.crop), "--batch-size", str(args.batch_size),
-        "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+        sys.executable, __file__, "--memory-worker", "--model", model, "--variant", variant,
+        "--crop", str(args.crop), "--batch-size", str(args.batch_size), "--device", args.device,
     ] + (["--amp"] if args.amp else [])  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def speeds(args: argparse.Namespace, model: str) -> dict[str, list[float]]:
+    """Step times of every variant, steps interleaved (A, B, C, A, B, C, ...) in this process
+    so that changing machine load hits all variants alike."""
+    runners = {variant: Runner(model, variant, args) for variant in VARIANTS[model]}
+    for runner in runners.values():
+        for _ in range(args.warmup):
+            runner.step()
+    times: dict[str, list[float]] = {variant: [] for variant in runners}
+    for _ in range(args.steps):
+        for variant, runner in runners.items():
+            times[variant].append(runner.step())
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="crop 129, 1 round, 1 step")
+    parser.add_argument("--quick", action="store_true", help="crop 129, 2 steps, no memory runs")
     parser.add_argument("--models", default="resnet101,mobilenetv2")
     parser.add_argument("--crop", type=int, default=513)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per process")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args)
+    if args.memory_worker:
+        memory_worker(args)
         return
     if args.quick:
-        args.crop, args.rounds, args.steps = 129, 1, 1
+        args.crop, args.steps = 129, 2
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(
         f"device {where}, {torch.get_num_threads()} threads, crop {args.crop}, batch "
-        f"{args.batch_size}, amp {args.amp}, {args.rounds} rounds × {args.steps} steps"
+        f"{args.batch_size}, amp {args.amp}, {args.steps} interleaved steps per variant"
     )
     for model in args.models.split(","):
-        times: dict[str, list[float]] = {v: [] for v in VARIANTS[model]}
-        peaks: dict[str, list[float]] = {v: [] for v in VARIANTS[model]}
-        estimates: dict[str, float | None] = {}
-        for _ in range(args.rounds):
-            for variant in VARIANTS[model]:
-                result = run_variant(args, model, variant)
-                times[variant] += result["seconds"]
-                peaks[variant].append(result["peak_mib"])
-                estimates[variant] = result["estimate_mib"]
-        reference = statistics.median(times[VARIANTS[model][-1]])
-        print(
-            f"\n{model}: variant, it/s (median), s/it, speed vs {VARIANTS[model][-1]}, "
-            "peak MiB (our pre-flight estimate)"
-        )
+        times = speeds(args, model)
+        reference = VARIANTS[model][-1]
+        print(f"\n{model}: it/s median (best), speed vs {reference} (median), peak MiB (estimate)")
         for variant in VARIANTS[model]:
-            median = statistics.median(times[variant])
+            median, best = statistics.median(times[variant]), min(times[variant])
+            ratio = statistics.median(times[reference]) / median
+            memory = "" if args.quick else _memory_text(peak_memory(args, model, variant))
             print(
-                f"  {variant:12s} {1 / median:8.3f} it/s {median:8.2f} s/it "
-                f"{reference / median:6.2f}x {max(peaks[variant]):9.0f} MiB"
-                + (f" ({estimates[variant]:.0f})" if estimates.get(variant) else "")
+                f"  {variant:12s} {1 / median:7.3f} ({1 / best:6.3f}) it/s {ratio:6.2f}x {memory}"
             )
+
+
+def _memory_text(result: dict) -> str:
+    text = f"{result['peak_mib']:8.0f} MiB"
+    if result["estimate_mib"] is not None:
+        text += f" ({result['estimate_mib']:.0f})"
+    return text
 
 
 if __name__ == "__main__":

@@ -26,11 +26,14 @@ def estimate_training_bytes(model: nn.Module, crop_size: int, batch_size: int) -
     """Approximate peak bytes of one training step of ``model`` on ``batch_size`` float32
     crops of ``crop_size``² (the model stays unchanged: the probe runs in eval mode)."""
     device = next(model.parameters()).device
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weights |= {b.untyped_storage().data_ptr() for b in model.buffers()}
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in weights:  # weights do not grow with the crop
+            storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     was_training = model.training
