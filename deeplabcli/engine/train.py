@@ -159,7 +159,12 @@ class _Run:
                     tick = time.perf_counter()
                     bar.update(loss=record["loss"], lr=lr)
                 if self.val is not None and (done % config.val_every == 0 or last):
-                    self._validate(done, writer)
+                    try:
+                        self._validate(done, writer)
+                    except Exception:
+                        if not signals.requested:  # Ctrl-C also stops the loader's workers:
+                            raise  # then skip this validation and save below
+                        self._train_mode()
                 stop = D.any_rank(signals.requested)
                 if done % config.save_every == 0 or last or stop:
                     self._save(done, optimizer, scaler)
