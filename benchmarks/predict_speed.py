@@ -240,50 +240,68 @@ def resnet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None:
         print(f"      {name:<29} {model_time(model, xi, args.model_repeats, mode):8.3f}")
 
 
-def memory_part(args, photos: list[Path], tmp: Path) -> None:
-    """Peak RSS of each runner alone: build it, reset the high-water mark, predict, read it."""
+def _memory_child(kind: str, threads: int, size: int, images: list[Path], out: Path, queue) -> None:
+    """In a fresh process: load one runner's model, then measure the peak RSS of building its
+    Segmenter and predicting ``images`` (what `deeplab predict` holds once the model is loaded)."""
     from torchvision.models.segmentation import deeplabv3_resnet101
 
-    def ours_mobilenet():
-        return Segmenter(from_tflite(FLOAT_TFLITE), device="cpu")
-
-    def tflite():
-        return Segmenter(
-            TFLiteNetwork(FLOAT_TFLITE, from_tflite(FLOAT_TFLITE).config, args.threads),
-            device="cpu",
-            optimize=False,
-        )
-
-    def resnet(ours: bool):
+    torch.set_num_threads(threads)
+    if kind == "none":  # the interpreter with torch, torchvision and deeplabcli imported
+        queue.put((rss_mib(), peak_rss_mib()))
+        return
+    if kind.startswith("resnet"):
         torch.manual_seed(0)
         tv = deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21).eval()
-        config = from_torchvision(tv.state_dict(), "deeplabv3_resnet101").config.replace(
-            preprocessing=Preprocessing(resize="fit", size=args.size)
+        ours = from_torchvision(tv.state_dict(), "deeplabv3_resnet101")
+        ours.config = ours.config.replace(preprocessing=Preprocessing(resize="fit", size=size))
+        network: nn.Module = ours if kind == "resnet-ours" else TorchvisionNetwork(tv, ours.config)
+        del tv, ours
+    else:
+        ours = from_tflite(FLOAT_TFLITE)
+        network = (
+            ours if kind == "mobilenet-ours" else TFLiteNetwork(FLOAT_TFLITE, ours.config, threads)
         )
-        if ours:
-            model = from_torchvision(tv.state_dict(), "deeplabv3_resnet101")
-            model.config = config
-            del tv
-            return Segmenter(model, device="cpu")
-        return Segmenter(TorchvisionNetwork(tv, config), device="cpu", optimize=False)
+        del ours
+    gc.collect()
+    loaded = rss_mib()
+    reset_peak_rss()
+    if kind.endswith("ours"):  # as the CLI does: optimise the loaded model in place
+        segmenter = Segmenter(network, device="cpu", inplace=True)
+    else:
+        segmenter = Segmenter(network, device="cpu", optimize=False)
+    run_pipeline(segmenter, images, out, 1)
+    queue.put((loaded, peak_rss_mib()))
 
-    print(
-        "\n(c) peak resident memory, each runner alone (MiB; the process before: "
-        f"{peak_rss_mib():.0f})"
-    )
-    for name, build in (
-        ("ours MobileNetV2 257", ours_mobilenet),
-        ("TFLite MobileNetV2 257", tflite),
-        ("ours ResNet-101 OS 8", lambda: resnet(True)),
-        ("torchvision ResNet-101 OS 8", lambda: resnet(False)),
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_part(args, images: list[Path], tmp: Path) -> None:
+    """Peak resident memory of each runner, each in a fresh child process."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    print(f"\n(c) resident memory (MiB), each runner in a fresh process, {len(images)} images:")
+    print(f"  {'runner':<30} {'model loaded':>13} {'peak predicting':>16}")
+    for name, kind in (
+        ("(imports only, no model)", "none"),
+        ("ours MobileNetV2 257", "mobilenet-ours"),
+        ("TFLite MobileNetV2 257", "mobilenet-tflite"),
+        ("ours ResNet-101 OS 8", "resnet-ours"),
+        ("torchvision ResNet-101 OS 8", "resnet-torchvision"),
     ):
-        gc.collect()
-        reset_peak_rss()
-        segmenter = build()
-        run_pipeline(segmenter, photos[:3], tmp / "mem", 1)
-        print(f"  {name:<28} {peak_rss_mib():8.0f}")
-        del segmenter
-        gc.collect()
+        queue = context.Queue()
+        child = context.Process(
+            target=_memory_child, args=(kind, args.threads, args.size, images, tmp / kind, queue)
+        )
+        child.start()
+        loaded, peak = queue.get()
+        child.join()
+        print(f"  {name:<30} {loaded:13.0f} {peak:16.0f}")
 
 
 def main() -> None:
@@ -317,7 +335,7 @@ def main() -> None:
         if "resnet" not in args.skip:
             resnet_part(args, photos, voc[: 2 if args.quick else args.resnet_voc], Path(tmp))
         if "memory" not in args.skip:
-            memory_part(args, photos, Path(tmp))
+            memory_part(args, photos[:3] + voc[:3], Path(tmp))
 
 
 if __name__ == "__main__":
