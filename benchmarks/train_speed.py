@@ -15,7 +15,8 @@ fresh process.
   OS 16) through our step vs the same network in a plain loop (torchvision has no MobileNetV2
   DeepLab), i.e. the cost of our engine itself.
 
-Peak memory is the process's peak resident set (CPU) or ``torch.cuda.max_memory_allocated``.
+Peak memory is the process's peak resident set (VmHWM; CPU) or
+``torch.cuda.max_memory_allocated``; in brackets, the estimate `deeplab train` checks first.
 
     python benchmarks/train_speed.py                 # crop 513, batch 2 (long on a laptop CPU)
     python benchmarks/train_speed.py --quick         # crop 129, 2 steps, no memory: a smoke run
@@ -141,8 +142,18 @@ def memory_worker(args: argparse.Namespace) -> None:
     if runner.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak = peak_rss_mib()
     print(json.dumps({"peak_mib": peak, "estimate_mib": estimate}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM belongs to the process's own address space;
+    getrusage's ru_maxrss would also count the parent's peak, which survives fork + exec."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB, non-Linux
 
 
 def peak_memory(args: argparse.Namespace, model: str, variant: str) -> dict:
@@ -178,6 +189,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    parser.add_argument("--no-speed", action="store_true", help="measure memory only")
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -193,7 +205,9 @@ def main() -> None:
         f"{args.batch_size}, amp {args.amp}, {args.steps} interleaved steps per variant"
     )
     for model in args.models.split(","):
-        times = speeds(args, model)
+        times = (
+            {v: [float("nan")] for v in VARIANTS[model]} if args.no_speed else speeds(args, model)
+        )
         reference = VARIANTS[model][-1]
         print(f"\n{model}: it/s median (best), speed vs {reference} (median), peak MiB (estimate)")
         for variant in VARIANTS[model]:
