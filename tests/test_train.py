@@ -123,26 +123,39 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int, signum: int) -> No
     monkeypatch.setattr(train_module, "train_step", step_then_signal)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupted_run_resumes_bit_exactly(
-    shapes_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, code: int
-) -> None:
-    straight = tiny_config(shapes_voc, tmp_path / "straight")
-    train(straight, progress=False)
+@pytest.fixture(scope="module")
+def straight(shapes_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
+    """20 iterations without a stop: what every interrupted-and-resumed run must equal."""
+    config = tiny_config(shapes_voc, tmp_path_factory.mktemp("straight") / "run")
+    train(config, progress=False)
+    return config
 
+
+@pytest.mark.parametrize(
+    ("signum", "code", "at"), [(signal.SIGINT, 130, 7), (signal.SIGTERM, 143, 12)]
+)
+def test_interrupted_run_resumes_bit_exactly(
+    shapes_voc: Path,
+    straight: TrainConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signum: int,
+    code: int,
+    at: int,
+) -> None:
     broken = tiny_config(shapes_voc, tmp_path / "broken")
-    _interrupt_at(monkeypatch, 7, signum)
+    _interrupt_at(monkeypatch, at, signum)
     with pytest.raises(Interrupted) as stopped:
         train(broken, progress=False)
     monkeypatch.undo()
     name = signal.Signals(signum).name
     assert stopped.value.exit_code == code
     assert str(stopped.value) == (
-        f"stopped by {name} after iteration 7 of 20; the run is saved in {broken.out}. "
+        f"stopped by {name} after iteration {at} of 20; the run is saved in {broken.out}. "
         f"Resume it with `deeplab train --out {broken.out} --resume`."
     )
     state = torch.load(Path(broken.out) / "train_state.pt", weights_only=True)
-    assert state["iteration"] == 7 and state["data_position"] == 14
+    assert state["iteration"] == at and state["data_position"] == 2 * at
     # resuming with data-loading workers: augmentation does not depend on who computes it
     result = train(broken.replace(resume=True, workers=2), progress=False)
     assert result.iteration == 20
@@ -152,20 +165,18 @@ def test_interrupted_run_resumes_bit_exactly(
 
 
 def test_resume_drops_metrics_written_after_the_checkpoint(
-    shapes_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shapes_voc: Path, straight: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A SIGKILL after a checkpoint leaves later metrics lines (and maybe half a line): resume
     rewrites them, so the log ends up as if the run had never stopped."""
-    straight = tiny_config(shapes_voc, tmp_path / "straight", iters=10)
-    train(straight, progress=False)
     # the state a run writes at iteration 5 (taken from an identical run stopped there) ...
-    early = tiny_config(shapes_voc, tmp_path / "early", iters=10)
+    early = tiny_config(shapes_voc, tmp_path / "early")
     _interrupt_at(monkeypatch, 5, signal.SIGINT)
     with pytest.raises(Interrupted):
         train(early, progress=False)
     monkeypatch.undo()
     # ... next to a log that went on to iteration 7 and was cut mid-line by the kill
-    killed = Path(straight.out).with_name("killed")
+    killed = tmp_path / "killed"
     killed.mkdir()
     for name in ("config.json", "model.safetensors", "train_config.json"):
         (killed / name).write_bytes((Path(straight.out) / name).read_bytes())
