@@ -191,7 +191,8 @@ def mobilenet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None
         ("ours plain", ours_model.eval(), False),
         ("ours BN folded", fold_batchnorm(ours_model), False),
         ("ours channels-last", optimize_for_inference(ours_model, fold_bn=False), True),
-        ("ours folded+channels-last", ours.network, True),
+        ("ours folded+channels-last", optimize_for_inference(ours_model), True),
+        ("ours + conv/ReLU6/sum fused", ours.network, True),
     ):
         xi = x.contiguous(memory_format=torch.channels_last) if cl else x
         print(f"      {name:<27} {1e3 * model_time(model, xi, args.repeats):8.1f}")
@@ -229,8 +230,9 @@ def resnet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None:
         ("ours plain", ours_model.eval(), x, "inference"),
         ("ours BN folded", fold_batchnorm(ours_model), x, "inference"),
         ("ours channels-last", optimize_for_inference(ours_model, fold_bn=False), xl, "inference"),
+        ("ours folded+channels-last", optimize_for_inference(ours_model), xl, "inference"),
         (
-            "ours folded+channels-last",
+            "ours + conv/ReLU/sum fused",
             segmenters["ours OS 8 (fused, channels-last)"].network,
             xl,
             "inference",

@@ -112,7 +112,9 @@ class Segmenter:
             model.config.check_output_stride(output_stride)
         self.channels_last = optimize
         if optimize:
-            network = optimize_for_inference(model, channels_last=True, inplace=inplace)
+            network = optimize_for_inference(
+                model, channels_last=True, inplace=inplace, cpu_fusion=self.device.type == "cpu"
+            )
         elif (output_stride not in (None, model.output_stride)) or _device_of(model) != self.device:
             network = copy.deepcopy(model)
         else:

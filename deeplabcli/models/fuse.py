@@ -80,11 +80,19 @@ def count_batchnorms(model: nn.Module) -> int:
 
 
 def optimize_for_inference(
-    model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True, inplace: bool = False
+    model: nn.Module,
+    *,
+    fold_bn: bool = True,
+    channels_last: bool = True,
+    inplace: bool = False,
+    cpu_fusion: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` prepared for fast inference: eval mode, batch norm folded into the
     convolutions, and (``channels_last``) weights in channels-last layout, which oneDNN and
     cuDNN convolutions run faster; feed it channels-last inputs as well.
+
+    ``cpu_fusion`` (for a float32 model that stays on the CPU) also runs each folded conv with
+    its ReLU/ReLU6 and residual sum as one oneDNN call (see ``models.cpu_fusion``).
 
     The copy's parameters do not require gradients. The original model is untouched, unless
     ``inplace``: then the model itself is optimised (no second copy of the weights in memory)
@@ -99,4 +107,8 @@ def optimize_for_inference(
         parameter.requires_grad_(False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cpu_fusion and fold_bn:
+        from .cpu_fusion import fuse_activations
+
+        fuse_activations(model)
     return model
