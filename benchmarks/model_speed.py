@@ -7,7 +7,8 @@ after warm-up so drifting machine load hits both sides alike; medians and ratios
 OS 8 compares with torchvision's published configuration; OS 16 compares with torchvision's
 ResNet re-strided (layer4 dilated only, ASPP 6/12/18) against our model switched with
 ``set_output_stride(16)``. ``ours+fused`` is the same model after ``deeplabcli.models.fuse``
-(BN folded into convs, channels_last, each conv with its ReLU and residual sum in one oneDNN call), i.e. what ``deeplab predict`` runs.
+(BN folded into convs, channels_last, each conv with its ReLU and residual sum in one oneDNN
+call), i.e. what ``deeplab predict`` runs.
 
 Also prints parameters and GFLOPs (torch.utils.flop_counter) of ResNet-50/101 at OS 8 and 16.
 
