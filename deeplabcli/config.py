@@ -154,6 +154,11 @@ class ModelConfig:
             bad(f"multi_grid needs three positive unit rates, got {self.multi_grid}")
         if any(r < 1 for r in self.aspp_rates):
             bad(f"ASPP rates must be positive, got {self.aspp_rates}")
+        if self.head == "mobile" and self.aspp_rates:
+            bad(
+                f"the mobile head has no atrous ASPP branches, got aspp_rates {self.aspp_rates}. "
+                "Give no rates (aspp_rates=()) with head 'mobile'"
+            )
         self.check_output_stride(self.output_stride)
         if self.head == "torchvision" and self.backbone == "mobilenetv2":
             bad("the torchvision head needs a ResNet backbone. Use head 'mobile' or 'paper'")

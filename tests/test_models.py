@@ -132,6 +132,14 @@ def test_model_config_rejects_unknown_fields_and_inconsistent_values():
     with pytest.raises(ConfigError, match="2 class names for 3 classes"):
         ModelConfig(num_classes=3, class_names=("a", "b"))
     assert ModelConfig(num_classes=3).class_names == ("class_0", "class_1", "class_2")
+    with pytest.raises(ConfigError, match=r"the mobile head has no atrous ASPP branches"):
+        build_model("deeplabv3_resnet101", head="mobile")  # rates it would silently drop
+
+
+def test_mobile_head_switches_output_stride():
+    model = build_model("deeplabv3_tiny", head="mobile", aspp_rates=())
+    model.set_output_stride(8)
+    assert model.output_stride == 8 and model.config.scaled_aspp_rates() == ()
 
 
 def test_output_is_upsampled_to_the_input_size_with_aux():
@@ -152,7 +160,7 @@ SMALL_CONFIGS = [
     pytest.param("deeplabv3_tiny", {"aspp_rates": (6, 12, 18, 24)}, id="tiny-rate24"),
     pytest.param("deeplabv3_tiny", {"aspp_rates": ()}, id="tiny-no-atrous-branches"),
     pytest.param("deeplabv3_tiny", {"head": "torchvision"}, id="tiny-torchvision-head"),
-    pytest.param("deeplabv3_tiny", {"head": "mobile"}, id="tiny-mobile-head"),
+    pytest.param("deeplabv3_tiny", {"head": "mobile", "aspp_rates": ()}, id="tiny-mobile-head"),
     pytest.param("deeplabv3_tiny", {"folded_bn": True}, id="tiny-folded-bn"),
     pytest.param("deeplabv3_tiny", {"cascade": 7, "multi_grid": (1, 2, 1)}, id="tiny-block7"),
     pytest.param("deeplabv3_tiny", {"cascade": 7, "output_stride": 256}, id="tiny-block7-os256"),
