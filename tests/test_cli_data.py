@@ -147,3 +147,38 @@ def test_check_errors_and_real_data(tmp_path: Path, voc_root: Path) -> None:
     report = json.loads(real.stdout)
     assert report["images"] == 120 and report["problems"] == []
     assert report["images_per_class"]["aeroplane"] == 0 and report["images_per_class"]["dog"] > 0
+
+
+def test_convert_masks_reports_an_unwritable_output_and_goes_on(tmp_path: Path) -> None:
+    mask = np.array([[0, 1], [2, 0]], dtype=np.uint8)
+    save_image(tmp_path / "rgb" / "a.png", colourise(mask, voc_palette()))
+    save_image(tmp_path / "rgb" / "sub" / "b.png", colourise(mask, voc_palette()))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_text("a file where a folder should be")
+    result = run("data", "convert-masks", str(tmp_path / "rgb"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    [error] = result.stderr.splitlines()
+    assert error.startswith(f"Error: cannot write {tmp_path / 'out' / 'sub' / 'b.png'} (")
+    assert error.endswith("). Choose a writable --output folder.")
+    assert result.stdout == f"Wrote 1 class-index masks to {tmp_path / 'out'}; 1 masks failed.\n"
+    with Image.open(tmp_path / "out" / "a.png") as image:
+        np.testing.assert_array_equal(np.array(image), mask)
+
+
+def test_prepare_voc_into_an_unwritable_place_is_one_error_line(tmp_path: Path) -> None:
+    voc = make_voc(tmp_path / "voc", {"train": ["2007_000001"], "val": ["2007_000002"]})
+    aug = voc / "SegmentationClassAug"
+    for stale in aug.iterdir():
+        stale.unlink()
+    aug.rmdir()
+    aug.write_text("a file where the folder should be")
+    sbd = tmp_path / "sbd" / "dataset"
+    (sbd / "cls").mkdir(parents=True)
+    (sbd / "train.txt").write_text("2007_000001\n")
+    (sbd / "val.txt").write_text("2007_000002\n")
+    result = run("data", "prepare-voc", "--sbd", str(sbd), "--voc", str(voc), "--quiet")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {aug}: File exists. Check that the VOC folder is writable and the SBD files "
+        "are readable.\n"
+    )

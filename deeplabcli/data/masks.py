@@ -183,7 +183,16 @@ def convert_colour_masks(
         except DeeplabError as error:
             failed.append((src, str(error)))
             continue
-        write_index_png(dst, indices, palette)
+        try:
+            write_index_png(dst, indices, palette)
+        except OSError as error:
+            failed.append(
+                (
+                    src,
+                    f"cannot write {dst} ({error.strerror or error}). Choose a writable --output folder.",
+                )
+            )
+            continue
         written.append(dst)
     return written, failed
 

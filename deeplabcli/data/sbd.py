@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import VOC_CLASSES
-from ..errors import DatasetError, MissingDependencyError
+from ..errors import DatasetError, MissingDependencyError, OutputWriteError
 from .dataset import check_files_exist, read_list_file
 from .masks import check_label_values, read_mask, write_index_png
 from .palette import voc_palette
@@ -142,31 +142,40 @@ def prepare_voc(
     )
     if any(i not in voc_ids for i in everything):
         _loadmat()  # fail before any work when scipy is missing
-    images_copied = _copy_missing_images(ids, voc_root / "JPEGImages", sbd_root / "img")
+    try:
+        images_copied = _copy_missing_images(ids, voc_root / "JPEGImages", sbd_root / "img")
 
-    out_dir = voc_root / "SegmentationClassAug"
-    out_dir.mkdir(exist_ok=True)
-    palette = voc_palette()
-    from_sbd = from_voc = skipped = 0
-    if on_start is not None:
-        on_start(len(everything))
-    for image_id in everything:
-        target = out_dir / f"{image_id}.png"
-        if target.exists() and not overwrite:
-            skipped += 1
-        elif image_id in voc_ids:
-            source = official / f"{image_id}.png"
-            read_mask(source, len(VOC_CLASSES))  # validate before copying
-            _atomic_copy(source, target)
-            from_voc += 1
-        else:
-            write_index_png(target, read_sbd_mask(sbd_root / "cls" / f"{image_id}.mat"), palette)
-            from_sbd += 1
-        if on_progress is not None:
-            on_progress(1)
+        out_dir = voc_root / "SegmentationClassAug"
+        out_dir.mkdir(exist_ok=True)
+        palette = voc_palette()
+        from_sbd = from_voc = skipped = 0
+        if on_start is not None:
+            on_start(len(everything))
+        for image_id in everything:
+            target = out_dir / f"{image_id}.png"
+            if target.exists() and not overwrite:
+                skipped += 1
+            elif image_id in voc_ids:
+                source = official / f"{image_id}.png"
+                read_mask(source, len(VOC_CLASSES))  # validate before copying
+                _atomic_copy(source, target)
+                from_voc += 1
+            else:
+                write_index_png(
+                    target, read_sbd_mask(sbd_root / "cls" / f"{image_id}.mat"), palette
+                )
+                from_sbd += 1
+            if on_progress is not None:
+                on_progress(1)
 
-    list_path = sets / "trainaug.txt"
-    _atomic_write_text(list_path, "".join(f"{i}\n" for i in ids))
+        list_path = sets / "trainaug.txt"
+        _atomic_write_text(list_path, "".join(f"{i}\n" for i in ids))
+    except OSError as error:
+        where = error.filename or voc_root
+        raise OutputWriteError(
+            f"{where}: {error.strerror or error}. Check that the VOC folder is writable and the "
+            "SBD files are readable."
+        ) from None
     return PrepareSummary(voc_root, list_path, len(ids), from_sbd, from_voc, skipped, images_copied)
 
 
