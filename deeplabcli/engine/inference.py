@@ -115,7 +115,9 @@ class Segmenter:
             network = optimize_for_inference(
                 model, channels_last=True, inplace=inplace, cpu_fusion=self.device.type == "cpu"
             )
-        elif (output_stride not in (None, model.output_stride)) or _device_of(model) != self.device:
+        elif (output_stride not in (None, model.output_stride)) or not _same_device(
+            _device_of(model), self.device
+        ):
             network = copy.deepcopy(model)
         else:
             network = model  # shared with the caller: eval mode is set per call and restored
@@ -242,6 +244,18 @@ class Segmenter:
                 yield
         finally:
             self.network.train(was_training)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are one device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (
+        b.index if b.index is not None else current
+    )
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

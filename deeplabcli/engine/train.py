@@ -16,6 +16,7 @@ the whole global batch (per-process batch × world size), as the paper's batch 1
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ class _Run:
         )  # fmt: skip
         tick, done = time.perf_counter(), start
         with (
+            # closed however the loop ends: an interrupted run keeps its last scalars
+            contextlib.closing(writer) if writer is not None else contextlib.nullcontext(),
             StopSignals() as signals,
             progress_bar(
                 config.iters, "train", disable=not (self.show and world.is_main), completed=start
@@ -177,8 +180,6 @@ class _Run:
                         "--resume`.",
                         exit_code=signals.exit_code,
                     )
-        if writer is not None:
-            writer.close()
         return TrainResult(self.out, done, self._last_loss, self.val_miou, world.is_main)
 
     def _log_window(self, done: int, lr: float, seconds: float, writer: Any) -> dict[str, Any]:
