@@ -16,7 +16,7 @@ from pathlib import Path
 from struct import error as struct_error
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFont, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError, OutputWriteError
 
@@ -180,6 +180,15 @@ def index_png(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
 
 
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size`` pixels, or its bitmap font where Pillow has no FreeType
+    (or predates sized default fonts, Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):
+        return ImageFont.load_default()
+
+
 def overlay_png(
     photo: np.ndarray,
     mask: np.ndarray,
@@ -193,7 +202,7 @@ def overlay_png(
 
     Returns an RGB image (H + legend height, W).
     """
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     colours = palette[np.asarray(mask, dtype=np.int64) & 0xFF].astype(np.float32)
     blended = photo.astype(np.float32) * (1 - alpha) + colours * alpha
@@ -205,10 +214,7 @@ def overlay_png(
     counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=len(class_names))
     present = [int(c) for c in np.flatnonzero(counts)]
     size = int(np.clip(width / 40, 10, 28))
-    try:
-        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=size)
-    except (ImportError, OSError, TypeError):  # Pillow without FreeType: the bitmap font
-        font = ImageFont.load_default()
+    font = label_font(size)
     pad, swatch = size // 2, size
     labels = [
         f"{class_names[c] if c < len(class_names) else c} {100 * counts[c] / mask.size:.1f}%"

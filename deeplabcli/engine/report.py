@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ..config import IGNORE_INDEX
 from ..data.dataset import SegmentationDataset
 from ..data.palette import colourise
 from ..errors import MissingDependencyError, OutputWriteError
 from .evaluate import EvalResult, WorstImage
+from .images import label_font
 
 #: files that mark a folder as an earlier report (which may be replaced)
 MARKER = "metrics.json"
@@ -242,7 +243,7 @@ def _side_by_side(panels: list[np.ndarray], titles: list[str], caption: str) -> 
     height, width = panels[0].shape[:2]
     ratio = min(1.0, PANEL_SIDE / max(height, width))
     size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    font = ImageFont.load_default(size=14)
+    font = label_font(14)
     gap, top = 8, 48
     canvas = Image.new("RGB", (3 * size[0] + 4 * gap, size[1] + top + gap), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
