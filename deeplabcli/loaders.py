@@ -83,7 +83,7 @@ def load_directory(path: Path) -> DeepLabV3:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         return read_safetensors(path)
     return safe_torch_load(path)
 

@@ -201,3 +201,13 @@ def test_missing_weights_file(tmp_path: Path, tiny) -> None:
     (target / WEIGHTS_NAME).unlink()
     with pytest.raises(ModelLoadError, match=re.escape("has config.json but no model.safetensors")):
         load_checkpoint(target)
+
+
+def test_weights_file_suffix_is_matched_in_any_case(tmp_path: Path, tiny) -> None:
+    from deeplabcli.loaders import read_weights
+
+    out = save_checkpoint(tiny, tmp_path / "ckpt")
+    upper = tmp_path / "W.SAFETENSORS"
+    upper.write_bytes((out / WEIGHTS_NAME).read_bytes())
+    weights = read_weights(upper)
+    assert weights.keys() == tiny.state_dict().keys()

@@ -121,3 +121,14 @@ def test_mixed_precision_is_chosen_by_device(monkeypatch: pytest.MonkeyPatch) ->
         warnings.simplefilter("ignore")  # "CUDA is not available" on a machine without a GPU
         dtype, scaler = amp_settings(cuda, True)
     assert dtype == torch.float16 and isinstance(scaler, torch.amp.GradScaler)
+
+
+def test_a_run_directory_under_home_is_found_with_a_tilde(tmp_path, monkeypatch) -> None:
+    from deeplabcli.config import TrainConfig
+    from deeplabcli.engine.run_dir import read_run_config, start_run_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = TrainConfig(out="~/runs/x", iters=7)
+    start_run_dir(config)
+    assert (tmp_path / "runs" / "x").is_dir()
+    assert read_run_config("~/runs/x").iters == 7

@@ -47,7 +47,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def read_run_config(directory: str | os.PathLike[str]) -> TrainConfig:
     """The TrainConfig stored in a run directory (for ``--resume`` without repeating options)."""
-    path = Path(directory) / RUN_CONFIG_NAME
+    path = Path(directory).expanduser() / RUN_CONFIG_NAME
     if not path.is_file():
         raise RunDirectoryError(
             f"{directory} holds no training run ({RUN_CONFIG_NAME} is missing). "
