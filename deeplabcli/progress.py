@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 
 def stderr_console() -> Console:
@@ -28,9 +29,9 @@ def stderr_console() -> Console:
 
 
 def message(text: str, *, quiet: bool = False) -> None:
-    """One side message on stderr (rich markup allowed)."""
+    """One side message on stderr, printed as it is (paths and names may hold "[...]")."""
     if not quiet:
-        stderr_console().print(text)
+        stderr_console().print(text, markup=False)
 
 
 class ProgressHandle:
@@ -105,8 +106,6 @@ class _RateColumn(TextColumn):
         self.unit = unit
 
     def render(self, task: Any) -> Any:  # type: ignore[override]
-        from rich.text import Text
-
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s")
 
@@ -123,5 +122,5 @@ def print_table(
     for i, name in enumerate(columns):
         table.add_column(name, justify=(justify[i] if justify else "left"))  # type: ignore[arg-type]
     for row in rows:
-        table.add_row(*(_fmt(v) for v in row))
+        table.add_row(*(Text(_fmt(v)) for v in row))  # Text: no markup in data
     stderr_console().print(table)

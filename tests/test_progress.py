@@ -1,0 +1,13 @@
+"""Messages and tables print data as it is: brackets in paths or names are not rich markup."""
+
+from __future__ import annotations
+
+from deeplabcli.progress import message, print_table
+
+
+def test_brackets_in_messages_and_tables_are_printed_as_they_are(capsys) -> None:
+    message("wrote masks/[draft]/a.png and runs/[/x]")
+    print_table("classes", ["name", "IoU"], [["[bold]cat[/bold]", 0.5]])
+    err = capsys.readouterr().err
+    assert "wrote masks/[draft]/a.png and runs/[/x]" in err
+    assert "[bold]cat[/bold]" in err
