@@ -138,12 +138,13 @@ def check_command(
 ) -> None:
     """Read every image and mask of a split and report all problems (exit 1 if any)."""
     from ..data import open_dataset
-    from ..data.check import check_dataset
+    from ..data.check import check_dataset, distinct_samples
     from ..progress import print_table, progress_bar
 
     split = split or ("val" if kind == "voc" else "all")
     dataset = open_dataset(kind, data_root, split)
-    with progress_bar(len(dataset), "checking", disable=quiet or as_json, unit="img") as bar:
+    total = len(distinct_samples(dataset))
+    with progress_bar(total, "checking", disable=quiet or as_json, unit="img") as bar:
         report = check_dataset(dataset, workers=workers, on_progress=bar.advance)
     if as_json:
         payload = {

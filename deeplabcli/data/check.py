@@ -27,6 +27,13 @@ class DatasetReport:
         return not self.problems
 
 
+def distinct_samples(dataset: SegmentationDataset) -> list[int]:
+    """Indices of the distinct (image, mask) pairs of ``dataset`` (a bootstrapped list names
+    some twice)."""
+    pairs = zip(dataset.image_paths, dataset.mask_paths, strict=True)
+    return sorted({pair: i for i, pair in enumerate(pairs)}.values())
+
+
 def check_dataset(
     dataset: SegmentationDataset,
     *,
@@ -36,8 +43,7 @@ def check_dataset(
     """Load every distinct sample (image and mask, fully validated) with ``workers`` threads;
     collect each failure instead of stopping at the first."""
     n = dataset.num_classes
-    pairs = zip(dataset.image_paths, dataset.mask_paths, strict=True)
-    unique = sorted({pair: i for i, pair in enumerate(pairs)}.values())
+    unique = distinct_samples(dataset)
     report = DatasetReport(images=len(unique), images_per_class=[0] * n, pixels_per_class=[0] * n)
 
     def one(index: int) -> tuple[int, np.ndarray | None, str | None]:
