@@ -3,7 +3,8 @@
 Options are read in three layers: the command's defaults (the paper's first stage for
 ``train``, its second stage for ``finetune``), then ``--config FILE`` (TOML: a ``[train]`` or
 ``[finetune]`` table, or top-level keys named like TrainConfig fields), then the options given
-on the command line. With ``--resume`` the first layer is the run's saved settings instead, so
+on the command line or by their environment variable (``DEEPLAB_DATA_ROOT`` for
+``--data-root``). With ``--resume`` the first layer is the run's saved settings instead, so
 ``deeplab train --out RUN --resume`` needs nothing else.
 """
 
@@ -208,8 +209,9 @@ def train(ctx: click.Context, **_: Any) -> None:  # fmt: skip
 def finetune(ctx: click.Context, ref: str, **_: Any) -> None:
     """Fine-tune REF with the paper's stage 2: BN frozen, OS 8, lr 0.001, trainval, 30K its.
 
-    REF is any model reference (run directory, checkpoint, card name, file, Hub repo). With
-    --num-classes N (or a data set of N classes) its classifier is re-initialised.
+    REF is any model reference (run directory, checkpoint, card name, file, Hub repo). For a
+    data set with another class count, give --num-classes N (N = its classes): the classifier
+    is re-initialised.
 
     \b
       deeplab finetune runs/r101 --data-root VOCdevkit --out runs/r101-ft
