@@ -11,7 +11,7 @@ only the network differs, so the ratios measure what the network costs end to en
     weights, torchvision head, OS 8) vs torchvision's own model, images fitted to 513 × 513
     (goal ≥ 1.3×), and our model at OS 16;
 (c) peak resident memory of each runner, and model-only ablations: what batch-norm folding,
-    channels-last, inference_mode, batching and threads each buy.
+    channels-last, conv/activation fusion, prepacked weights, inference_mode and batching buy.
 
 Runners are interleaved in chunks so machine-load drift hits all alike; times are wall clock.
 
@@ -192,7 +192,12 @@ def mobilenet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None
         ("ours BN folded", fold_batchnorm(ours_model), False),
         ("ours channels-last", optimize_for_inference(ours_model, fold_bn=False), True),
         ("ours folded+channels-last", optimize_for_inference(ours_model), True),
-        ("ours + conv/ReLU6/sum fused", ours.network, True),
+        (
+            "ours + conv/ReLU6/sum fused",
+            optimize_for_inference(ours_model, cpu_fusion=True, prepack=False),
+            True,
+        ),
+        ("ours + weights prepacked", ours.network, True),  # what predict runs
     ):
         xi = x.contiguous(memory_format=torch.channels_last) if cl else x
         print(f"      {name:<27} {1e3 * model_time(model, xi, args.repeats):8.1f}")
@@ -233,7 +238,13 @@ def resnet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None:
         ("ours folded+channels-last", optimize_for_inference(ours_model), xl, "inference"),
         (
             "ours + conv/ReLU/sum fused",
-            segmenters["ours OS 8 (fused, channels-last)"].network,
+            segmenters["ours OS 8 (fused, channels-last)"].network,  # what predict runs
+            xl,
+            "inference",
+        ),
+        (  # not the default for a model this large: +170 MiB (see models.cpu_fusion)
+            "ours + weights prepacked",
+            optimize_for_inference(ours_model, cpu_fusion=True, prepack=True),
             xl,
             "inference",
         ),

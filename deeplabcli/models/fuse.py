@@ -86,13 +86,15 @@ def optimize_for_inference(
     channels_last: bool = True,
     inplace: bool = False,
     cpu_fusion: bool = False,
+    prepack: bool | None = None,
 ) -> nn.Module:
     """A copy of ``model`` prepared for fast inference: eval mode, batch norm folded into the
     convolutions, and (``channels_last``) weights in channels-last layout, which oneDNN and
     cuDNN convolutions run faster; feed it channels-last inputs as well.
 
     ``cpu_fusion`` (for a float32 model that stays on the CPU) also runs each folded conv with
-    its ReLU/ReLU6 and residual sum as one oneDNN call (see ``models.cpu_fusion``).
+    its ReLU/ReLU6 and residual sum as one oneDNN call (see ``models.cpu_fusion``), and
+    ``prepack`` keeps those weights in oneDNN's layout (``None``: for small models only).
 
     The copy's parameters do not require gradients. The original model is untouched, unless
     ``inplace``: then the model itself is optimised (no second copy of the weights in memory)
@@ -110,5 +112,5 @@ def optimize_for_inference(
     if cpu_fusion and fold_bn:
         from .cpu_fusion import fuse_activations
 
-        fuse_activations(model)
+        fuse_activations(model, prepack=prepack)
     return model
