@@ -50,6 +50,11 @@ class ProgressHandle:
             else:
                 self._progress.update(self._task, advance=amount)
 
+    def set_total(self, total: float | None) -> None:
+        """Give the bar its length once it is known (a bar started with ``None`` has none)."""
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
     def update(self, *, completed: float | None = None, **fields: Any) -> None:
         if self._progress is not None:
             status = "  ".join(f"{k} {_fmt(v)}" for k, v in fields.items())

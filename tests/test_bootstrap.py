@@ -86,7 +86,13 @@ def test_named_classes_copies_and_output(tmp_path: Path) -> None:
         "2007_000001", *["2007_000002"] * 3, "2007_000003", "2007_000004", "2007_000005",
         *["2007_000006"] * 3,
     ]  # fmt: skip
-    result = bootstrap_split(root, "train", ["sofa", "chair"], copies=3, output=output)
+    totals: list[int] = []
+    steps: list[int] = []
+    result = bootstrap_split(
+        root, "train", ["sofa", "chair"], copies=3, output=output,
+        on_total=totals.append, on_progress=steps.append,
+    )  # fmt: skip
+    assert totals == [6] and sum(steps) == 6  # the bar knows its length before it moves
     assert result.images_per_class == {"sofa": 2, "chair": 1}
     assert (result.hard_entries, result.original_length, result.new_length) == (2, 6, 10)
 

@@ -271,7 +271,7 @@ def bootstrap(dataset: str, data_root: str | None, split: str, classes: str, cop
     with progress_bar(None, "reading masks", unit="masks") as bar:
         result = bootstrap_split(
             data_root, split, classes.split(","), copies=copies, output=output,
-            dataset=dataset, workers=workers, on_progress=bar.advance,
+            dataset=dataset, workers=workers, on_progress=bar.advance, on_total=bar.set_total,
         )  # fmt: skip
     rows = [(name, count) for name, count in result.images_per_class.items()]
     rows.append(("any of them", result.hard_entries))

@@ -66,13 +66,17 @@ def bootstrap_split(
     dataset: str = "voc",
     workers: int = 4,
     on_progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> BootstrapResult:
-    """Write a bootstrapped copy of ``split`` (see the module docstring) and say what it did."""
+    """Write a bootstrapped copy of ``split`` (see the module docstring) and say what it did.
+    ``on_total(n)`` learns how many masks will be read, ``on_progress(1)`` follows each."""
     if copies < 1:
         raise ConfigError(f"copies must be at least 1, got {copies}. Give e.g. --copies 2.")
     data = open_dataset(dataset, data_root, split)
     wanted = check_classes(classes, data.class_names)
     indices = {data.class_names.index(n) for n in wanted}
+    if on_total is not None:
+        on_total(len(set(data.mask_paths)))
     present = data.classes_present(workers=workers, on_progress=on_progress)
     target = Path(output).expanduser() if output is not None else default_output(data)
     source = getattr(data, "list_file", None)
