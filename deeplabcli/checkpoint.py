@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from . import __version__
 from .config import ModelConfig
 from .errors import ConfigError, ModelLoadError, OutputWriteError
+from .files import atomic_file, temporary_sibling, write_text_atomic
 from .models import DeepLabV3
 
 FORMAT_NAME = "deeplabcli"
@@ -117,7 +117,7 @@ def save_checkpoint(
     try:
         _write_files(model, tmp, provenance)
         if directory.exists():
-            old = parent / f".{directory.name}.{uuid.uuid4().hex[:8]}.old"
+            old = temporary_sibling(directory).with_suffix(".old")
             os.replace(directory, old)
             os.replace(tmp, directory)
             shutil.rmtree(old, ignore_errors=True)
@@ -155,16 +155,9 @@ def _write_files(model: DeepLabV3, directory: Path, provenance: Mapping[str, Any
         seen.add(value.data_ptr())
         tensors[key] = value
     metadata = {"format": "pt", METADATA_CONFIG_KEY: json.dumps(document)}
-    weights_tmp = directory / f".{WEIGHTS_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    config_tmp = directory / f".{CONFIG_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_file(directory / WEIGHTS_NAME) as weights_tmp:
         save_file(tensors, str(weights_tmp), metadata=metadata)
-        os.replace(weights_tmp, directory / WEIGHTS_NAME)
-        config_tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(config_tmp, directory / CONFIG_NAME)
-    finally:
-        weights_tmp.unlink(missing_ok=True)
-        config_tmp.unlink(missing_ok=True)
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(document, indent=2) + "\n")
 
 
 def read_checkpoint_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

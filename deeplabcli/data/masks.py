@@ -10,7 +10,6 @@ refused with a message that points at :func:`convert_colour_masks`
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image
 
 from ..config import IGNORE_INDEX
 from ..errors import DatasetError, DeeplabError, ImageReadError, LabelValueError, MaskFormatError
+from ..files import atomic_file
 from .palette import VOID_COLOUR
 
 #: Image modes whose pixel values are read directly as class indices.
@@ -218,14 +218,8 @@ def write_index_png(path: str | os.PathLike[str], mask: np.ndarray, palette: np.
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
     image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def summarise(items: Sequence[str], limit: int) -> str:

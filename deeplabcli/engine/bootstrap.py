@@ -9,7 +9,6 @@ is a plain split list, so ``deeplab train --split <list>`` (a name or a path) re
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..config import HARD_CLASSES
 from ..data import open_dataset
 from ..data.dataset import SegmentationDataset
 from ..errors import ConfigError, OutputWriteError
+from ..files import write_text_atomic
 
 SUFFIX = "_bootstrap"
 
@@ -98,12 +98,7 @@ def bootstrap_split(
 
 
 def _write_list(path: Path, entries: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("".join(f"{e}\n" for e in entries), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(f"{e}\n" for e in entries), mkdir=True)
     except OSError as error:
         raise OutputWriteError(f"cannot write {path} ({error.strerror}). Check the path.") from None
-    finally:
-        tmp.unlink(missing_ok=True)

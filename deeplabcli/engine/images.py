@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 import warnings
 from pathlib import Path
 from struct import error as struct_error
@@ -19,21 +18,11 @@ import numpy as np
 from PIL import Image, ImageFont, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError, OutputWriteError
+from ..files import temporary_sibling
 
 # Images above Image.MAX_IMAGE_PIXELS are refused by read_image itself, so Pillow's warning for
 # those between 1× and 2× the limit would only repeat the error.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-#: Suffixes picked up when scanning a directory (explicitly named files may have any suffix).
-IMAGE_SUFFIXES = frozenset((
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".avif",
-))  # fmt: skip
-
-
-def is_image_name(path: Path) -> bool:
-    """True if ``path``'s suffix is one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _fail(path: Path | str, reason: str) -> ImageReadError:
@@ -136,7 +125,7 @@ def write_png(image: Image.Image, path: str | os.PathLike[str], *, overwrite: bo
     path = Path(path)
     if path.exists() and not overwrite:
         return False
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = temporary_sibling(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(tmp, format="PNG")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from ..config import TRAIN_RUNTIME_FIELDS, TrainConfig
 from ..errors import RunDirectoryError
+from ..files import write_text_atomic
 from .train_state import STATE_NAME
 
 RUN_CONFIG_NAME = "train_config.json"
@@ -37,12 +37,7 @@ TIMING_FIELDS = ("it_per_s", "elapsed_s")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_run_config(directory: str | os.PathLike[str]) -> TrainConfig:
@@ -145,12 +140,7 @@ class MetricsLog:
         """Keep only records up to ``iteration`` (those written after the checkpoint a run
         resumes from are written again), atomically."""
         kept = [r for r in self.records() if r.get("iteration", 0) <= iteration]
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def without_timing(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

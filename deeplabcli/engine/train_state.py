@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import RunDirectoryError
+from ..files import atomic_file
 
 STATE_NAME = "train_state.pt"
 STATE_VERSION = 1
@@ -81,15 +81,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary sibling, flushed to disk, then renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def save_train_state(state: TrainState, directory: Path) -> Path:
