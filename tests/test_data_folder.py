@@ -124,8 +124,7 @@ def test_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as error:
         FolderDataset(tmp_path)
     assert str(error.value) == (
-        f"no images found in {tmp_path / 'images'}. "
-        "Add images (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff)."
+        f"no images found in {tmp_path / 'images'}. Add images (JPEG, PNG, BMP, TIFF, WebP, ...)."
     )
 
 
@@ -174,3 +173,15 @@ def test_classes_present_per_image(tmp_path: Path) -> None:
     calls: list[int] = []
     assert dataset.classes_present(workers=2, on_progress=calls.append) == [(0, 2), (1,), (0, 2)]
     assert calls == [1, 1]  # each distinct mask read once
+
+
+def test_folder_images_use_the_suffixes_predict_scans_for(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "set", ["a"])
+    image = root / "images" / "a.png"
+    image.rename(root / "images" / "a.PPM")  # a PNG named .PPM: Pillow reads by content
+    save_mask(root / "masks" / "b.png", np.zeros((20, 30), dtype=np.uint8), "L")
+    save_image(root / "images" / "b.tga", np.zeros((20, 30, 3), dtype=np.uint8))
+    data = open_dataset("folder", root, "all")
+    assert [p.name for p in data.image_paths] == ["a.PPM", "b.tga"]
+    sample = data[1]
+    assert sample.image.shape == (20, 30, 3) and sample.mask.shape == (20, 30)

@@ -5,7 +5,8 @@
     ROOT/
         classes.txt     one class per line, in index order: "name", "name R G B" or
                         "name #RRGGBB" (colours are optional; used for masks and overlays)
-        images/<stem>.jpg|.jpeg|.png|.bmp|.webp|.tif|.tiff    (sub-folders allowed)
+        images/<stem>.jpg|.png|.bmp|.tif|.webp|...   (sub-folders allowed; the suffixes
+                              `deeplab predict` scans for)
         masks/<stem>.png      class indices 0..N-1 (mode P or L), 255 = ignore; same
                               relative path as the image
         splits/<name>.txt     optional: stems (relative paths, suffix optional), one per line
@@ -25,11 +26,11 @@ import numpy as np
 
 from ..config import IGNORE_INDEX
 from ..errors import DatasetError
+from ..files import IMAGE_SUFFIXES
 from .dataset import PairedTransform, SegmentationDataset, read_list_file
 from .masks import SHOW_AT_MOST, summarise
 from .palette import palette_for
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".gif")
 LAYOUT_HINT = "A custom data set is ROOT/images, ROOT/masks and ROOT/classes.txt"
 _HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
@@ -144,7 +145,7 @@ class FolderDataset(SegmentationDataset):
             if not images:
                 raise DatasetError(
                     f"no images found in {root / 'images'}. Add images "
-                    f"({', '.join(IMAGE_SUFFIXES)})."
+                    "(JPEG, PNG, BMP, TIFF, WebP, ...)."
                 )
             stems = sorted(images)
         else:

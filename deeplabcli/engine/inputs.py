@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from .images import IMAGE_SUFFIXES, is_image_name
+from ..files import IMAGE_SUFFIXES, is_image_name
 
 MASK_SUFFIX = "_mask.png"  # outputs written next to their inputs (no -o)
 
