@@ -363,6 +363,8 @@ class PredictConfig:
     batch_size: int = 1  # images per forward pass (images whose inputs have equal sizes)
     overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
     workers: int = 2  # background threads that decode inputs and write outputs
+    streams: int | None = None  # CPU: batches run side by side, each on threads/streams
+    # threads; None = 2 for small models (MobileNetV2), 1 for large ones; 1 on CUDA
 
     def __post_init__(self) -> None:
         self.scales = tuple(float(s) for s in self.scales)
@@ -371,6 +373,7 @@ class PredictConfig:
             (bool(self.scales) and all(s > 0 for s in self.scales), "scales must be positive"),
             (self.batch_size >= 1, "batch size must be at least 1"),
             (self.workers >= 1, "workers must be at least 1"),
+            (self.streams is None or self.streams >= 1, "streams must be at least 1"),
         ]
         for ok, problem in checks:
             if not ok:

@@ -144,14 +144,14 @@ def test_os_scales_and_flip_reach_the_engine(tmp_path: Path, tiny) -> None:
     assert model.output_stride == 16
 
 
-def test_batch_size_and_device_do_not_change_results(tmp_path: Path, tiny) -> None:
+def test_batch_size_streams_and_device_do_not_change_results(tmp_path: Path, tiny) -> None:
     ckpt, _ = tiny
     for i in range(5):
         photo(tmp_path / "in" / f"{i}.png", 30 + 5 * (i % 2), 40, seed=i)
     results = {}
     for args in (
-        ["--batch-size", "1", "--device", "auto"],
-        ["--batch-size", "3", "--device", "cpu"],
+        ["--batch-size", "1", "--device", "auto", "--streams", "1"],
+        ["--batch-size", "3", "--device", "cpu", "--streams", "2"],
     ):
         out = tmp_path / args[1]
         code, _, err = run(
@@ -234,6 +234,8 @@ def test_option_errors(tmp_path: Path, tiny) -> None:
     assert code == 2 and "has a scale that is not positive" in err
     code, _, err = run(src, "--batch-size", "0", "--model", str(ckpt))
     assert code == 2 and "--batch-size" in err
+    code, _, err = run(src, "--streams", "0", "--model", str(ckpt))
+    assert code == 2 and "Invalid value for '--streams'" in err
     code, _, err = run(src, "src.png", "-o", str(tmp_path / "m.png"), "--model", str(ckpt))
     assert (code, lines(err)) == (1, [
         f"Error: -o {tmp_path / 'm.png'} names one file but the inputs are several images, a "

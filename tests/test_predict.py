@@ -366,3 +366,77 @@ def test_an_image_that_runs_out_of_memory_fails_alone(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
     with pytest.raises(ValueError, match="brings its own"):
         predict_files(segmenter, [], PredictConfig(flip=True))
+
+
+# ---------------------------------------------------------------------- compute streams
+def _folder_of_images(root: Path, count: int) -> Path:
+    for i in range(count):  # two sizes, so batches form per size
+        save(root / f"img{i:02d}.png", rgb(20 + 7 * (i % 2), 30, seed=i))
+    return root
+
+
+@pytest.mark.parametrize(("streams", "batch_size"), [(2, 1), (3, 2), (4, 3)])
+def test_streams_write_the_same_masks_and_report_on_the_calling_thread(
+    tmp_path: Path, streams: int, batch_size: int
+) -> None:
+    import threading
+
+    from deeplabcli.config import PredictConfig
+    from deeplabcli.engine.predict import predict_files
+
+    torch.manual_seed(0)
+    segmenter = Segmenter(build_model("deeplabv3_tiny"), device="cpu")
+    inputs = [str(_folder_of_images(tmp_path / "in", 9))]
+    one = PredictConfig(output=str(tmp_path / "one"), streams=1, batch_size=batch_size)
+    many = PredictConfig(output=str(tmp_path / "many"), streams=streams, batch_size=batch_size)
+    threads_before = torch.get_num_threads()
+    callers: set[str] = set()
+    reference = predict_files(segmenter, inputs, one, progress=False)
+    summary = predict_files(
+        segmenter, inputs, many, progress=False,
+        on_result=lambda _: callers.add(threading.current_thread().name),
+    )  # fmt: skip
+    assert callers == {threading.current_thread().name}
+    assert torch.get_num_threads() == threads_before  # the streams' share is given back
+    assert (summary.written, summary.failed) == (reference.written, reference.failed) == (9, 0)
+    for i in range(9):
+        name = f"img{i:02d}.png"
+        with Image.open(tmp_path / "one" / name) as a, Image.open(tmp_path / "many" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b)), name
+
+
+def test_stream_count_follows_model_size_device_and_work(monkeypatch) -> None:
+    from deeplabcli.engine import predict as predict_module
+    from deeplabcli.engine.predict import choose_streams
+
+    small = Segmenter(build_model("deeplabv3_tiny"), device="cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert choose_streams(small, None, images=5) == 2
+    assert choose_streams(small, None, images=1) == 1  # nothing to overlap
+    assert choose_streams(small, 4, images=3) == 3  # no idle streams
+    assert choose_streams(small, 1, images=5) == 1
+    monkeypatch.setattr(predict_module, "SMALL_MODEL_BYTES", 1000)
+    assert choose_streams(small, None, images=5) == 1  # a large model keeps one stream
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(predict_module, "SMALL_MODEL_BYTES", 2**40)
+    assert choose_streams(small, None, images=5) == 1  # one thread cannot be shared
+    training = Segmenter(build_model("deeplabv3_tiny").train(), device="cpu", optimize=False)
+    assert training.network.training
+    assert choose_streams(training, 2, images=5) == 1
+
+
+def test_a_stream_that_fails_surfaces_its_error(tmp_path: Path) -> None:
+    from deeplabcli.config import PredictConfig
+    from deeplabcli.engine.predict import predict_files
+
+    segmenter = Segmenter(build_model("deeplabv3_tiny"), device="cpu")
+
+    def broken(pixels):
+        raise RuntimeError("a bug in the network")
+
+    segmenter.masks = broken  # type: ignore[method-assign]
+    inputs = [str(_folder_of_images(tmp_path / "in", 4))]
+    config = PredictConfig(output=str(tmp_path / "out"), streams=2)
+    with pytest.raises(RuntimeError, match="a bug in the network"):
+        predict_files(segmenter, inputs, config, progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -88,6 +88,13 @@ class ScalesType(click.ParamType):
     show_default=True,
     help="Images per forward pass (images of equal network input size are batched).",
 )
+@click.option(
+    "--streams",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU: batches that run side by side, sharing the threads (default: 2 for small models "
+    "such as MobileNetV2, whose layers cannot keep many threads busy; 1 for ResNets).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per image on stdout.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks (default: skip them).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -101,6 +108,7 @@ def predict_command(
     flip: bool,
     device: str,
     batch_size: int,
+    streams: int | None,
     as_json: bool,
     overwrite: bool,
     quiet: bool,
@@ -125,6 +133,7 @@ def predict_command(
         flip=flip,
         device=device,
         batch_size=batch_size,
+        streams=streams,
         overwrite=overwrite,
     )
 
