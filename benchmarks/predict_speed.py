@@ -27,6 +27,7 @@ import gc
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,23 @@ class TFLiteNetwork(nn.Module):
         return {"out": torch.cat(outs).permute(0, 3, 1, 2)}
 
 
+class TFLiteStreams(TFLiteNetwork):
+    """One 1-thread interpreter per calling thread: TFLite's form of our parallel streams (an
+    interpreter must not be shared between threads)."""
+
+    def __init__(self, path: Path, config) -> None:
+        nn.Module.__init__(self)
+        self.path = path
+        self.config = config
+        self.local = threading.local()
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not hasattr(self.local, "network"):
+            self.local.network = TFLiteNetwork(self.path, self.config, 1)
+        return self.local.network(x)
+
+
 class TorchvisionNetwork(nn.Module):
     """torchvision's model with our model's ``config`` (preprocessing) attached."""
 
@@ -106,9 +124,14 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def run_pipeline(segmenter: Segmenter, images: list[Path], out: Path, batch: int) -> list[float]:
-    """Predict ``images`` end to end into ``out``; per-image seconds from the records."""
-    config = PredictConfig(output=str(out), format="index", overwrite=True, batch_size=batch)
+def run_pipeline(
+    segmenter: Segmenter, images: list[Path], out: Path, batch: int, streams: int | None = None
+) -> list[float]:
+    """Predict ``images`` end to end into ``out``; per-image seconds from the records.
+    ``streams`` None is predict's default."""
+    config = PredictConfig(
+        output=str(out), format="index", overwrite=True, batch_size=batch, streams=streams
+    )
     summary = predict_files(segmenter, [str(p) for p in images], config, progress=False)
     assert summary.failed == 0, [r.message for r in summary.failures]
     return [r.seconds for r in summary.results]
@@ -173,10 +196,15 @@ def mobilenet_part(args, photos: list[Path], voc: list[Path], tmp: Path) -> None
     peer = TFLiteNetwork(FLOAT_TFLITE, ours_model.config, args.threads)
     ours = Segmenter(ours_model, device="cpu")
     tflite = Segmenter(peer, device="cpu", optimize=False)
-    runners = {
-        "ours (fused, channels-last)": lambda imgs: run_pipeline(ours, imgs, tmp / "a", 1),
+    tflite_streams = Segmenter(TFLiteStreams(FLOAT_TFLITE, ours_model.config), optimize=False)
+    runners = {  # predict's default for this small model: 2 streams of 1 thread
+        "ours, 1 stream": lambda imgs: run_pipeline(ours, imgs, tmp / "a", 1, streams=1),
+        "ours (default: 2 streams)": lambda imgs: run_pipeline(ours, imgs, tmp / "d", 1),
         f"ours, batch {args.batch}": lambda imgs: run_pipeline(ours, imgs, tmp / "b", args.batch),
-        "TFLite XNNPACK": lambda imgs: run_pipeline(tflite, imgs, tmp / "c", 1),
+        "TFLite XNNPACK": lambda imgs: run_pipeline(tflite, imgs, tmp / "c", 1, streams=1),
+        "TFLite, 2 interpreters": lambda imgs: run_pipeline(
+            tflite_streams, imgs, tmp / "e", 1, streams=2
+        ),
     }
     for name, images in (("9 photos", photos), ("VOC val", voc)):
         results = interleaved(runners, images, chunk=len(images), passes=args.passes)
