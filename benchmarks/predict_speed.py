@@ -6,7 +6,9 @@ only the network differs, so the ratios measure what the network costs end to en
 
 (a) our MobileNetV2 converted from Google's ``deeplabv3_257_mv_gpu.tflite`` (batch norm folded,
     channels-last) vs the TFLite interpreter (XNNPACK) running that very file: the 9 photos and
-    the 120 VOC val images, same thread count (goal ≥ 1.0×);
+    the 120 VOC val images, same thread count (goal ≥ 1.0×); ours with one stream and with
+    predict's default of two 1-thread streams, TFLite with one 2-thread interpreter (as users
+    run it) and with one 1-thread interpreter per stream (the same trick);
 (b) our ``deeplabv3_resnet101`` converted from a randomly initialised torchvision model (same
     weights, torchvision head, OS 8) vs torchvision's own model, images fitted to 513 × 513
     (goal ≥ 1.3×), and our model at OS 16;

@@ -1,8 +1,9 @@
 """``deeplab predict`` as a library: image files, folders and globs → mask PNGs.
 
 :func:`predict_files` plans one output per input image (see :func:`plan_outputs`), decodes
-inputs and writes outputs on background threads while the main thread runs the network on
-batches of images whose network inputs have equal sizes, and keeps going past bad inputs: each
+inputs and writes outputs on background threads while the network runs on batches of images
+whose network inputs have equal sizes (on the calling thread, or on a CPU on several streams
+side by side: see :func:`choose_streams`), and keeps going past bad inputs: each
 one becomes a failed :class:`PredictResult` whose message names the file and the reason. Under
 ``torchrun`` the images are sharded across ranks, so each output is written exactly once.
 
