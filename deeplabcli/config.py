@@ -364,7 +364,7 @@ class PredictConfig:
     overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
     workers: int = 2  # background threads that decode inputs and write outputs
     streams: int | None = None  # CPU: batches run side by side, each on threads/streams
-    # threads; None = 2 for small models (MobileNetV2), 1 for large ones; 1 on CUDA
+    # threads; None = 2 for small models (MobileNetV2) at batch size 1, else 1; 1 on CUDA
 
     def __post_init__(self) -> None:
         self.scales = tuple(float(s) for s in self.scales)
@@ -399,6 +399,8 @@ class EvalConfig:
     flip: bool = False  # also run left-right flipped inputs and average
     batch_size: int = 1  # images per forward pass (images of equal network input size)
     workers: int = 2  # background data loading processes (0 = load in the main process)
+    streams: int | None = None  # CPU: batches run side by side; None = 2 for small models at
+    # batch size 1, else 1
     device: str = "auto"  # "auto" (CUDA when available) | "cpu" | "cuda" | "cuda:1" ...
     amp: bool = False  # float16 autocast on CUDA (faster; metrics may move in the last digits)
     limit: int | None = None  # evaluate only the first N images of the split
@@ -412,6 +414,7 @@ class EvalConfig:
             (bool(self.scales) and all(s > 0 for s in self.scales), "scales must be positive"),
             (self.batch_size >= 1, "batch size must be at least 1"),
             (self.workers >= 0, "workers must not be negative"),
+            (self.streams is None or self.streams >= 1, "streams must be at least 1"),
             (self.limit is None or self.limit >= 1, "limit must be at least 1"),
             (self.worst >= 0, "the number of worst images must not be negative"),
         ]

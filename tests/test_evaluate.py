@@ -125,6 +125,22 @@ def test_confusion_matrix_equals_the_hand_computed_one(folder, tiny3, options) -
     assert tiny3.output_stride == 16  # the caller's model is untouched
 
 
+@pytest.mark.parametrize(("streams", "batch_size"), [(2, 1), (3, 2)])
+def test_streams_give_the_hand_computed_matrix_and_every_image(
+    folder, tiny3, streams, batch_size
+) -> None:
+    expected = hand_confusion(folder, Segmenter(tiny3, device="cpu"))
+    threads = torch.get_num_threads()
+    result = evaluate_dataset(
+        tiny3, folder, device="cpu", workers=0, streams=streams, batch_size=batch_size
+    )
+    assert torch.get_num_threads() == threads
+    if batch_size == 1:
+        np.testing.assert_array_equal(result.metrics.confusion, expected)
+    assert result.metrics.confusion.sum() == expected.sum()
+    assert [s.id for s in result.per_image] == [f"im{i}" for i in range(len(folder))]
+
+
 def test_batching_equal_size_images_changes_nothing_but_rounding(folder, tiny3) -> None:
     one = evaluate(tiny3, folder, device="cpu").confusion
     batched = evaluate(tiny3, folder, device="cpu", batch_size=4, workers=2).confusion

@@ -406,23 +406,25 @@ def test_streams_write_the_same_masks_and_report_on_the_calling_thread(
 
 
 def test_stream_count_follows_model_size_device_and_work(monkeypatch) -> None:
-    from deeplabcli.engine import predict as predict_module
-    from deeplabcli.engine.predict import choose_streams
+    from deeplabcli.engine import streams as streams_module
+    from deeplabcli.engine.streams import choose_streams
 
     small = Segmenter(build_model("deeplabv3_tiny"), device="cpu")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert choose_streams(small, None, images=5) == 2
-    assert choose_streams(small, None, images=1) == 1  # nothing to overlap
-    assert choose_streams(small, 4, images=3) == 3  # no idle streams
-    assert choose_streams(small, 1, images=5) == 1
-    monkeypatch.setattr(predict_module, "SMALL_MODEL_BYTES", 1000)
-    assert choose_streams(small, None, images=5) == 1  # a large model keeps one stream
+    assert choose_streams(small, None, batches=5) == 2
+    assert choose_streams(small, None, batches=1) == 1  # nothing to overlap
+    assert choose_streams(small, None, batches=5, batch_size=8) == 1  # batches fill threads
+    assert choose_streams(small, 2, batches=5, batch_size=8) == 2  # unless asked
+    assert choose_streams(small, 4, batches=3) == 3  # no idle streams
+    assert choose_streams(small, 1, batches=5) == 1
+    monkeypatch.setattr(streams_module, "SMALL_MODEL_BYTES", 1000)
+    assert choose_streams(small, None, batches=5) == 1  # a large model keeps one stream
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    monkeypatch.setattr(predict_module, "SMALL_MODEL_BYTES", 2**40)
-    assert choose_streams(small, None, images=5) == 1  # one thread cannot be shared
+    monkeypatch.setattr(streams_module, "SMALL_MODEL_BYTES", 2**40)
+    assert choose_streams(small, None, batches=5) == 1  # one thread cannot be shared
     training = Segmenter(build_model("deeplabv3_tiny").train(), device="cpu", optimize=False)
     assert training.network.training
-    assert choose_streams(training, 2, images=5) == 1
+    assert choose_streams(training, 2, batches=5) == 1
 
 
 def test_a_stream_that_fails_surfaces_its_error(tmp_path: Path) -> None:

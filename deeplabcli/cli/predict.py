@@ -93,7 +93,7 @@ class ScalesType(click.ParamType):
     type=click.IntRange(min=1),
     default=None,
     help="CPU: batches that run side by side, sharing the threads (default: 2 for small models "
-    "such as MobileNetV2, whose layers cannot keep many threads busy; 1 for ResNets).",
+    "such as MobileNetV2 at batch size 1, whose layers cannot keep many threads busy; else 1).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per image on stdout.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks (default: skip them).")

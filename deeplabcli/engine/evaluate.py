@@ -123,13 +123,15 @@ def evaluate(
     limit: int | None = None,
     progress: bool = False,
     world: World | None = None,
+    streams: int | None = None,
 ) -> SegmentationMetrics:
     """Metrics of ``model`` on ``dataset`` (:func:`deeplabcli.data.open_dataset`) with the
     paper's protocol: whole images, ``output_stride`` (None = the model's), class probabilities
     averaged over ``scales`` and, with ``flip``, left-right flips.
 
     ``device`` None = the model's own; ``optimize`` runs a BN-folded channels-last copy;
-    ``workers`` background processes read the images; ``limit`` takes the first N images.
+    ``workers`` background processes read the images; ``limit`` takes the first N images;
+    ``streams`` batches run side by side on a CPU (None: 2 for small models at batch size 1).
     Under ``torchrun`` the images are split between ranks and every rank gets the full result.
 
     >>> from deeplabcli import build_model, evaluate            # doctest: +SKIP
@@ -149,6 +151,7 @@ def evaluate(
         limit=limit,
         progress=progress,
         world=world,
+        streams=streams,
     ).metrics
 
 
@@ -188,6 +191,7 @@ def run_evaluation(
         keep_worst=config.worst if config.report is not None else 0,
         model_name=name,
         inplace=inplace,
+        streams=config.streams,
     )
     if config.report is not None and current_world().is_main:
         write_report(result, dataset, config.report)
@@ -212,6 +216,7 @@ def evaluate_dataset(
     model_name: str = "model",
     world: World | None = None,
     inplace: bool = False,
+    streams: int | None = None,
 ) -> EvalResult:
     """:func:`evaluate` with everything it measured: per-image scores, the ``keep_worst``
     lowest-mIoU predictions, timings. ``world`` given: use it (the caller owns the process
@@ -239,7 +244,7 @@ def evaluate_dataset(
         disable = not progress or not world.is_main
         with progress_bar(len(indices), "Evaluating", disable=disable, unit="img") as bar:
             try:
-                scorer.run(indices, batch_size, workers, bar)
+                scorer.run(indices, batch_size, workers, bar, streams)
             except DeeplabError as error:
                 if not world.distributed or isinstance(error, Interrupted):
                     raise

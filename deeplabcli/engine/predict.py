@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ from .images import index_png, overlay_png, palette_png, read_image, write_png
 from .inference import ImageLike, Segmenter, _device_of, resolve_device
 from .inputs import Job, plan_outputs
 from .memory import is_out_of_memory
+from .streams import choose_streams, compute_streams, submit
 
 
 @dataclass
@@ -171,41 +171,6 @@ def predict_files(
     return PredictSummary(results, written, skipped, failed, time.perf_counter() - start)
 
 
-#: Models with at most this many bytes of parameters run two CPU streams by default. Their
-#: layers are too small to keep two threads busy: Google's MobileNetV2 at 257 px takes 19.1 ms
-#: per image on 2 threads, 20.1 ms on 1, and 10.2 ms per image as two 1-thread streams side by
-#: side; ResNet-101 at 513 px gains nothing (2.142 vs 2.134 s) and needs more memory.
-SMALL_MODEL_BYTES = 32 * 2**20
-
-
-def choose_streams(segmenter: Segmenter, requested: int | None, images: int) -> int:
-    """How many batches run through the network at once (see :class:`PredictConfig`)."""
-    if segmenter.device.type != "cpu" or images < 2 or segmenter.network.training:
-        return 1  # (a network left in training mode is switched per call: one caller only)
-    if requested is not None:
-        return max(1, min(requested, images))
-    size = sum(p.numel() * p.element_size() for p in segmenter.network.parameters())
-    return 2 if torch.get_num_threads() >= 2 and size <= SMALL_MODEL_BYTES else 1
-
-
-@contextmanager
-def _compute_streams(streams: int) -> Iterator[ThreadPoolExecutor | None]:
-    """``streams`` threads sharing this process's intra-op threads (None for one stream, which
-    runs on the calling thread). Torch's thread count is process-wide: restored on exit."""
-    if streams == 1:
-        yield None
-        return
-    threads = torch.get_num_threads()
-    per_stream = max(1, threads // streams)
-    try:
-        with ThreadPoolExecutor(
-            streams, "deeplab-net", initializer=torch.set_num_threads, initargs=(per_stream,)
-        ) as pool:
-            yield pool
-    finally:
-        torch.set_num_threads(threads)
-
-
 class _Pipeline:
     """Decode (threads) → batch → network (this thread, or ``streams`` threads side by side)
     → render and write (threads). Results are reported on this thread."""
@@ -230,7 +195,10 @@ class _Pipeline:
                 self.finish(_exists(job))
             else:
                 todo.append(job)
-        self.streams = choose_streams(self.segmenter, self.config.streams, len(todo))
+        batches = -(-len(todo) // self.config.batch_size)
+        self.streams = choose_streams(
+            self.segmenter, self.config.streams, batches, self.config.batch_size
+        )
         self.window = max(4, 2 * self.config.batch_size * self.streams)
         queue = iter(todo)
         loads: deque[Future[_Decoded | PredictResult]] = deque()
@@ -239,7 +207,7 @@ class _Pipeline:
         pending: list[_Decoded] = []
         with (
             ThreadPoolExecutor(self.config.workers, thread_name_prefix="deeplab-io") as pool,
-            _compute_streams(self.streams) as compute,
+            compute_streams(self.streams) as compute,
         ):
             while True:
                 while len(loads) + len(pending) < self.window and (job := next(queue, None)):
@@ -250,7 +218,7 @@ class _Pipeline:
                     else []
                 )
                 if batch:
-                    running.append((batch, _submit(compute, self._masks, batch)))
+                    running.append((batch, submit(compute, self._masks, batch)))
                 elif running and (running[0][1].done() or not loads):
                     self._collect(*running.popleft(), pool, writes)
                 elif loads:
@@ -305,7 +273,7 @@ class _Pipeline:
                 raise
             if len(batch) > 1:  # retry one image at a time, here
                 for item in batch:
-                    self._collect([item], _submit(None, self._masks, [item]), pool, writes)
+                    self._collect([item], submit(None, self._masks, [item]), pool, writes)
                 return
             height, width = batch[0].size
             message = (
@@ -345,18 +313,6 @@ class _Pipeline:
             classes=class_shares(mask, self.segmenter.class_names),
             seconds=seconds + time.perf_counter() - start,
         )
-
-
-def _submit(pool: ThreadPoolExecutor | None, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-    """``pool.submit(fn, *args)``, or run it now on this thread when there is no pool."""
-    if pool is not None:
-        return pool.submit(fn, *args)
-    future: Future[Any] = Future()
-    try:
-        future.set_result(fn(*args))
-    except BaseException as error:  # delivered by future.result(), as from a pool
-        future.set_exception(error)
-    return future
 
 
 def _decode(job: Job) -> _Decoded | PredictResult:

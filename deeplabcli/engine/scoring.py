@@ -14,7 +14,9 @@ import math
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -28,6 +30,7 @@ from ..errors import Interrupted
 from ..metrics import ConfusionMatrix, compute_metrics
 from ..progress import ProgressHandle
 from .inference import Segmenter
+from .streams import choose_streams, compute_streams, submit
 
 
 @dataclass
@@ -63,9 +66,18 @@ class Scorer:
         self.first_wait = 0.0  # of which for the first batch (worker start-up included)
         self.loop_seconds = 0.0
 
-    def run(self, indices: list[int], batch_size: int, workers: int, bar: ProgressHandle) -> None:
+    def run(
+        self,
+        indices: list[int],
+        batch_size: int,
+        workers: int,
+        bar: ProgressHandle,
+        streams: int | None = None,
+    ) -> None:
         if not indices:
             return
+        batches_count = -(-len(indices) // batch_size)
+        streams = choose_streams(self.segmenter, streams, batches_count, batch_size)
         loader = SegmentationLoader(
             self.dataset,
             batch_size=batch_size,
@@ -77,29 +89,34 @@ class Scorer:
         with sigterm_raises():
             batches = iter(loader)  # a generator (SegmentationLoader.__iter__)
             try:
-                self._consume(batches, bar)
+                self._consume(batches, bar, streams)
             finally:
                 # Ending the generator drops the DataLoader iterator it holds, which shuts the
                 # worker processes down, even while a traceback still refers to this frame.
                 batches.close()  # type: ignore[attr-defined]
                 self.loop_seconds = time.perf_counter() - start
 
-    def _consume(self, batches: Iterator[list[Sample]], bar: ProgressHandle) -> None:
-        while True:
-            waited = time.perf_counter()
-            batch = next(batches, None)
-            waited = time.perf_counter() - waited
-            self.first_wait = self.first_wait or waited
-            self.load_wait += waited
-            if batch is None:
-                return
-            predictions = self.segmenter.masks(
-                [torch.from_numpy(s.image).permute(2, 0, 1) for s in batch]
-            )
-            for sample, prediction in zip(batch, predictions, strict=True):
-                self._add(sample.index, sample.id, sample.mask, prediction)
-            miou = compute_metrics(self.matrix.matrix, self.dataset.class_names).miou
-            bar.advance(len(batch), mIoU=miou)
+    def _consume(self, batches: Iterator[list[Sample]], bar: ProgressHandle, streams: int) -> None:
+        """Predict each batch (up to ``streams`` at once) and score it here, in order."""
+        running: deque[tuple[list[Sample], Future[list[torch.Tensor]]]] = deque()
+        with compute_streams(streams) as compute:
+            while True:
+                waited = time.perf_counter()
+                batch = next(batches, None)
+                waited = time.perf_counter() - waited
+                self.first_wait = self.first_wait or waited
+                self.load_wait += waited
+                if batch is not None:
+                    pixels = [torch.from_numpy(s.image).permute(2, 0, 1) for s in batch]
+                    running.append((batch, submit(compute, self.segmenter.masks, pixels)))
+                while running and (batch is None or len(running) >= streams):
+                    done, future = running.popleft()
+                    for sample, prediction in zip(done, future.result(), strict=True):
+                        self._add(sample.index, sample.id, sample.mask, prediction)
+                    miou = compute_metrics(self.matrix.matrix, self.dataset.class_names).miou
+                    bar.advance(len(done), mIoU=miou)
+                if batch is None:
+                    return
 
     def _add(self, index: int, image_id: str, mask: np.ndarray, prediction: torch.Tensor) -> None:
         label = torch.from_numpy(mask).to(prediction.device)
