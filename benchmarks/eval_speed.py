@@ -5,7 +5,11 @@ Google's float DeepLabv3 MobileNetV2 TFLite model (converted on load) on the 120
 in ``../shared/data``, whole images, OS 8, in one process:
 
 - ``single``: one scale (the paper's plain protocol);
-- ``6 scales + flip``: 0.5, 0.75, 1, 1.25, 1.5, 1.75 and left-right flips (12 runs per image).
+- ``6 scales + flip``: 0.5, 0.75, 1, 1.25, 1.5, 1.75 and left-right flips (12 runs per image);
+
+each at batch size 1 with eval's default for this small model (two compute streams side by
+side, each on half the threads) and with one stream, and at ``--batch-size`` (default 8, one
+stream).
 
 For each it prints images/s (setup included, as ``deeplab eval`` reports it) and the share of
 the scoring loop spent waiting for decoded images (data loading is the bottleneck when that
@@ -52,7 +56,7 @@ def main() -> None:
     count = len(dataset) if limit is None else min(limit, len(dataset))
     model = load_model(args.model)
     print(f"{count} VOC val images, {Path(args.model).name}, OS {model.output_stride}, "
-          f"batch {args.batch_size}, {args.workers} loader workers, "
+          f"{args.workers} loader workers, "
           f"{torch.get_num_threads()} torch threads")  # fmt: skip
 
     start = time.perf_counter()
@@ -61,21 +65,29 @@ def main() -> None:
     read = (time.perf_counter() - start) / count
     print(f"reading + validating one image and mask: {1000 * read:.1f} ms")
 
-    print(f"{'setting':<18} {'images/s':>9} {'s/image':>8} {'waiting for data':>17} "
+    print(f"{'setting':<32} {'images/s':>9} {'s/image':>8} {'waiting for data':>17} "
           f"{'after 1st batch':>16} {'mIoU':>7}")  # fmt: skip
-    for name, scales, flip in (("single", (1.0,), False), ("6 scales + flip", SIX_SCALES, True)):
+    runs = [(1, None, "batch 1, 2 streams"), (1, 1, "batch 1, 1 stream")]
+    runs.append((args.batch_size, None, f"batch {args.batch_size}"))
+    settings = [
+        (f"{name}, {label}", scales, flip, batch_size, streams)
+        for name, scales, flip in (("single", (1.0,), False), ("6 scales+flip", SIX_SCALES, True))
+        for batch_size, streams, label in runs
+    ]
+    for name, scales, flip, batch_size, streams in settings:
         result = evaluate_dataset(
             model,
             dataset,
             scales=scales,
             flip=flip,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             workers=args.workers,
             device="cpu",
             limit=limit,
+            streams=streams,
         )
         steady = (result.load_wait - result.first_wait) / result.loop_seconds
-        print(f"{name:<18} {result.images_per_second:>9.2f} {1 / result.images_per_second:>8.3f} "
+        print(f"{name:<32} {result.images_per_second:>9.2f} {1 / result.images_per_second:>8.3f} "
               f"{100 * result.load_share:>16.1f}% {100 * steady:>15.1f}% "
               f"{result.metrics.miou:>7.4f}")  # fmt: skip
 
