@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..data import DATASET_KINDS
 from .predict import ScalesType
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ RANK_ERROR_GRACE_S = 5.0
 @click.command("eval")
 @click.option(
     "--dataset",
-    type=click.Choice(["voc", "folder"]),
+    type=click.Choice(DATASET_KINDS),
     default="voc",
     show_default=True,
     help="voc: PASCAL VOC 2012 layout; folder: images/, masks/ and classes.txt.",

@@ -19,6 +19,7 @@ import click
 from click.core import ParameterSource
 
 from ..config import HARD_CLASSES, TrainConfig
+from ..data import DATASET_KINDS
 from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -67,7 +68,7 @@ def _options(specs: list[Callable[[Callable], Callable]]) -> Callable[[Callable]
 def _data_options(stage: dict[str, Any]) -> list[Callable[[Callable], Callable]]:
     return [
         click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML file of options (flags override it)."),
-        click.option("--dataset", type=click.Choice(["voc", "folder"]), default="voc", show_default=True),
+        click.option("--dataset", type=click.Choice(DATASET_KINDS), default="voc", show_default=True),
         click.option("--data-root", envvar="DEEPLAB_DATA_ROOT", show_envvar=True, help="VOCdevkit (or VOC2012) or a custom data set folder."),
         click.option("--split", default=stage.get("split", _default("split")), show_default=True, help="Split name or list file (e.g. from `deeplab bootstrap`)."),
         click.option("--num-classes", type=click.IntRange(min=1), help="Class count; re-initialises the classifier of an init model with another count."),
@@ -224,7 +225,7 @@ def finetune(ctx: click.Context, ref: str, **_: Any) -> None:
 
 
 @click.command()
-@click.option("--dataset", type=click.Choice(["voc", "folder"]), default="voc", show_default=True)
+@click.option("--dataset", type=click.Choice(DATASET_KINDS), default="voc", show_default=True)
 @click.option(
     "--data-root",
     envvar="DEEPLAB_DATA_ROOT",

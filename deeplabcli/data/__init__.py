@@ -13,11 +13,12 @@ import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..config import DATASETS as DATASET_KINDS  # the kinds open_dataset (--dataset) accepts
+
 if TYPE_CHECKING:
     from .dataset import PairedTransform, SegmentationDataset
 
-#: data set kinds accepted by :func:`open_dataset` (``--dataset``)
-DATASET_KINDS = ("voc", "folder")
+
 #: environment variable read when no data root is given
 DATA_ROOT_ENV = "DEEPLAB_DATA_ROOT"
 
