@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..data import DATASET_KINDS
-from .predict import ScalesType
+from .predict import ScalesType, streams_option
 
 if TYPE_CHECKING:
     from ..engine.evaluate import EvalResult
@@ -75,13 +75,7 @@ RANK_ERROR_GRACE_S = 5.0
     show_default=True,
     help="Background processes that read images (0 = read in the main process).",
 )
-@click.option(
-    "--streams",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU: batches that run side by side, sharing the threads (default: 2 for small models "
-    "such as MobileNetV2 at batch size 1; else 1).",
-)
+@streams_option
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),

@@ -19,6 +19,16 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+#: ``--streams`` of predict and eval (see :mod:`deeplabcli.engine.streams`).
+streams_option = click.option(
+    "--streams",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU: batches that run side by side, sharing the threads (default: 2 for small models "
+    "such as MobileNetV2 at batch size 1, whose layers cannot keep many threads busy; else 1).",
+)
+
+
 class ScalesType(click.ParamType):
     """Comma-separated positive numbers: ``0.5,0.75,1,1.25``."""
 
@@ -88,13 +98,7 @@ class ScalesType(click.ParamType):
     show_default=True,
     help="Images per forward pass (images of equal network input size are batched).",
 )
-@click.option(
-    "--streams",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU: batches that run side by side, sharing the threads (default: 2 for small models "
-    "such as MobileNetV2 at batch size 1, whose layers cannot keep many threads busy; else 1).",
-)
+@streams_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per image on stdout.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks (default: skip them).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
