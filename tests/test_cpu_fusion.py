@@ -63,18 +63,6 @@ def test_every_conv_activation_pair_of_resnet_and_mobilenet_is_fused() -> None:
     assert not any(type(m).__name__ in ("ConvBNAct", "InvertedResidual") for m in mobile.modules())
 
 
-def test_fused_model_switches_output_stride() -> None:
-    torch.manual_seed(0)
-    model = randomise_batchnorm(build_model("deeplabv3_tiny", output_stride=16))
-    fused = optimize_for_inference(model, cpu_fusion=True)
-    model.set_output_stride(8)
-    fused.set_output_stride(8)
-    x = torch.randn(1, 3, 49, 49)
-    torch.testing.assert_close(
-        outputs(fused, x)["out"], outputs(model, x)["out"], atol=1e-4, rtol=0
-    )
-
-
 def test_unfolded_batch_norm_is_left_alone() -> None:
     model = build_model("deeplabv3_tiny").eval()
     assert fuse_activations(model) is model

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from deeplabcli import build_model, list_archs
+from deeplabcli.models.cpu_fusion import available as fusion_available
 from deeplabcli.models.fuse import (
     count_batchnorms,
     fold_batchnorm,
@@ -80,10 +81,23 @@ def test_every_registered_architecture_folds_exactly() -> None:
         )
 
 
-def test_folded_model_switches_output_stride_like_the_original() -> None:
+@pytest.mark.parametrize(
+    "cpu_fusion",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not fusion_available(), reason="this PyTorch build has no oneDNN fused convolution"
+            ),
+        ),
+    ],
+    ids=["folded", "folded+fused"],
+)
+def test_folded_model_switches_output_stride_like_the_original(cpu_fusion: bool) -> None:
     torch.manual_seed(0)
     model = randomise_batchnorm(build_model("deeplabv3_tiny", output_stride=16))
-    fused = optimize_for_inference(model)
+    fused = optimize_for_inference(model, cpu_fusion=cpu_fusion)
     model.set_output_stride(8)
     fused.set_output_stride(8)
     x = torch.randn(1, 3, 49, 49)

@@ -185,8 +185,6 @@ class _Pipeline:
         self.config = config
         self.finish = finish
         self.palette = palette_for(segmenter.num_classes)
-        self.window = max(4, 2 * config.batch_size)  # decoded images waiting for the network
-        self.streams = 1
 
     def run(self, jobs: Sequence[Job]) -> None:
         todo = []
@@ -199,6 +197,7 @@ class _Pipeline:
         self.streams = choose_streams(
             self.segmenter, self.config.streams, batches, self.config.batch_size
         )
+        # decoded images waiting for the network
         self.window = max(4, 2 * self.config.batch_size * self.streams)
         queue = iter(todo)
         loads: deque[Future[_Decoded | PredictResult]] = deque()
