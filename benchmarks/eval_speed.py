@@ -32,7 +32,7 @@ import torch
 
 from deeplabcli import load_model
 from deeplabcli.data import open_dataset
-from deeplabcli.engine.evaluate import evaluate_dataset
+from deeplabcli.evaluation.protocol import evaluate_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIX_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)

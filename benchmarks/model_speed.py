@@ -31,7 +31,7 @@ from torchvision.models.segmentation import deeplabv3_resnet101
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
 from deeplabcli import build_model
-from deeplabcli.convert import from_torchvision
+from deeplabcli.weights.convert import from_torchvision
 
 
 def torchvision_model(output_stride: int) -> torch.nn.Module:

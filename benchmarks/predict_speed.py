@@ -40,11 +40,11 @@ import torch  # after the wait policy: OpenMP reads it when it starts
 from torch import nn
 
 from deeplabcli.config import PredictConfig, Preprocessing
-from deeplabcli.convert import from_torchvision
-from deeplabcli.convert.tflite import from_tflite
-from deeplabcli.engine.inference import Segmenter
-from deeplabcli.engine.predict import predict_files
+from deeplabcli.inference.segmenter import Segmenter
 from deeplabcli.models.fuse import fold_batchnorm, optimize_for_inference
+from deeplabcli.prediction.pipeline import predict_files
+from deeplabcli.weights.convert import from_torchvision
+from deeplabcli.weights.convert.tflite import from_tflite
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FLOAT_TFLITE = DATA / "models" / "deeplabv3_257_mv_gpu.tflite"

@@ -7,7 +7,7 @@ hits them alike; the median and best step are reported. Memory: each variant run
 fresh process.
 
 - ``resnet101``: our ``deeplabv3_resnet101`` (the paper's OS 16, Multi_Grid (1, 2, 4), ASPP
-  (6, 12, 18) + image pooling) through :func:`deeplabcli.engine.step.train_step` with the poly
+  (6, 12, 18) + image pooling) through :func:`deeplabcli.training.step.train_step` with the poly
   LR set every step, vs torchvision's ``deeplabv3_resnet101`` re-strided to OS 16 (layer4
   dilated, ASPP 6/12/18; its head has one more 3×3 conv) in a plain loop. ``ours-tvhead`` is our
   model with torchvision's head variant: the identical architecture.
@@ -68,8 +68,8 @@ class Runner:
     """One variant ready to train: model, optimizer and a fixed batch on ``device``."""
 
     def __init__(self, model_name: str, variant: str, args: argparse.Namespace) -> None:
-        from deeplabcli.engine.schedule import param_groups, set_bn_momentum
-        from deeplabcli.engine.step import amp_settings
+        from deeplabcli.training.schedule import param_groups, set_bn_momentum
+        from deeplabcli.training.step import amp_settings
 
         torch.manual_seed(0)
         self.device = device = torch.device(args.device)
@@ -98,8 +98,8 @@ class Runner:
 
     def step(self) -> float:
         """One training step; returns its wall time in seconds."""
-        from deeplabcli.engine.schedule import poly_lr, set_lr
-        from deeplabcli.engine.step import train_step
+        from deeplabcli.training.schedule import poly_lr, set_lr
+        from deeplabcli.training.step import train_step
 
         start = time.perf_counter()
         if self.ours:
@@ -131,7 +131,7 @@ class Runner:
 def memory_worker(args: argparse.Namespace) -> None:
     """Peak memory of one variant alone in this process (warm-up + one step), as JSON; for our
     model also the pre-flight estimate `deeplab train` checks (engine/memory.py)."""
-    from deeplabcli.engine.memory import estimate_training_bytes
+    from deeplabcli.training.memory import estimate_training_bytes
 
     runner = Runner(args.model, args.variant, args)
     estimate = None

@@ -8,8 +8,7 @@ Public names are imported lazily so that ``deeplab --help`` does not pay for imp
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -24,33 +23,22 @@ _EXPORTS: dict[str, str] = {
     "build_model": "models",
     "list_archs": "models",
     "PredictConfig": "config",
-    "Segmenter": "engine.inference",
-    "predict": "engine.predict",
-    "predict_batch": "engine.predict",
-    "predict_files": "engine.predict",
+    "Segmenter": "inference",
+    "predict": "prediction",
+    "predict_batch": "prediction",
+    "predict_files": "prediction",
     "EvalConfig": "config",
-    "evaluate": "engine.evaluate",
-    "run_evaluation": "engine.evaluate",
-    "load_model": "resolve",
-    "load_backbone_weights": "resolve",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
+    "evaluate": "evaluation",
+    "run_evaluation": "evaluation",
+    "load_model": "weights",
+    "load_backbone_weights": "weights",
+    "save_checkpoint": "weights",
+    "load_checkpoint": "weights",
     "TrainConfig": "config",
-    "train": "engine.train",
-    "finetune": "engine.finetune",
-    "bootstrap_split": "engine.bootstrap",
+    "train": "training",
+    "finetune": "training",
+    "bootstrap_split": "data.bootstrap",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deeplabcli' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+_names, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["__version__", *_names]

@@ -1,4 +1,5 @@
-"""File helpers shared by every writer and scanner: image suffixes and atomic replacement.
+"""File helpers shared by every reader, writer and scanner: image suffixes, JSON documents and
+atomic replacement.
 
 Atomic writes go to a hidden temporary sibling (same folder, so the rename never crosses file
 systems) that replaces the target only once it is complete; on any failure the temporary is
@@ -7,11 +8,13 @@ removed and the target is untouched.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 #: Suffixes picked up when scanning a directory (explicitly named files may have any suffix).
 IMAGE_SUFFIXES = frozenset((
@@ -57,3 +60,12 @@ def fsync_file(path: Path) -> None:
     """Flush ``path``'s contents to the disk (before it is renamed into place)."""
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def read_json(path: Path, error: Callable[[str], Exception], fix: str) -> Any:
+    """The parsed JSON document at ``path``. A file that cannot be read or parsed raises
+    ``error("<path> is not valid JSON (<reason>). <fix>.")``: the one JSON reader of the package."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{path} is not valid JSON ({problem}). {fix}.") from None

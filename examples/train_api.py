@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from deeplabcli import TrainConfig, bootstrap_split, finetune, load_model, predict, train
-from deeplabcli.engine.run_dir import MetricsLog
+from deeplabcli.training.run_dir import MetricsLog
 
 work = Path(tempfile.mkdtemp(prefix="deeplab-example-"))
 print("working in", work)

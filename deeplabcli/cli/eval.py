@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..data import DATASET_KINDS
-from .predict import ScalesType, streams_option
+from .options import inference_options, model_option
 
 if TYPE_CHECKING:
-    from ..engine.evaluate import EvalResult
+    from ..evaluation.result import EvalResult
 
 #: seconds a rank other than 0 waits before reporting an error itself (see eval_command)
 RANK_ERROR_GRACE_S = 5.0
@@ -39,35 +39,7 @@ RANK_ERROR_GRACE_S = 5.0
     metavar="NAME",
     help="Split name or list file (default: val for voc, all for folder).",
 )
-@click.option(
-    "--model",
-    "model_ref",
-    metavar="REF",
-    help="Model card name, checkpoint folder, .safetensors/.pth/.tflite file or Hub repo "
-    "(default: the default model card).",
-)
-@click.option(
-    "--os",
-    "output_stride",
-    type=click.Choice(["8", "16"]),
-    default=None,
-    help="Output stride to evaluate at (default: the model's own).",
-)
-@click.option(
-    "--scales",
-    type=ScalesType(),
-    default="1",
-    show_default=True,
-    help="Input scales whose class probabilities are averaged, e.g. 0.5,0.75,1,1.25,1.5,1.75.",
-)
-@click.option("--flip", is_flag=True, help="Also average left-right flipped inputs.")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Images per forward pass (images of equal network input size are batched).",
-)
+@model_option("default: the default model card")
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -75,14 +47,7 @@ RANK_ERROR_GRACE_S = 5.0
     show_default=True,
     help="Background processes that read images (0 = read in the main process).",
 )
-@streams_option
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="auto = CUDA when available.",
-)
+@inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 @click.option(
     "--report",
@@ -105,13 +70,8 @@ def eval_command(
     data_root: str | None,
     split: str | None,
     model_ref: str | None,
-    output_stride: str | None,
-    scales: tuple[float, ...],
-    flip: bool,
-    batch_size: int,
+    inference: dict[str, Any],
     workers: int,
-    streams: int | None,
-    device: str,
     as_json: bool,
     report: str | None,
     worst: int,
@@ -126,25 +86,20 @@ def eval_command(
       deeplab eval --dataset folder --data-root my_data --json --report report/
     """
     from ..config import EvalConfig
-    from ..engine.distributed import current_world
-    from ..engine.evaluate import run_evaluation
+    from ..distributed import current_world
     from ..errors import DeeplabError
+    from ..evaluation.protocol import run_evaluation
 
     config = EvalConfig(
         dataset=dataset,
         data_root=data_root,
         split=split,
         model=model_ref,
-        output_stride=int(output_stride) if output_stride else None,
-        scales=scales,
-        flip=flip,
-        batch_size=batch_size,
         workers=workers,
-        streams=streams,
-        device=device,
         limit=limit,
         report=report,
         worst=worst,
+        **inference,
     )
     try:
         result = run_evaluation(config, progress=not quiet)

@@ -1,6 +1,6 @@
 """``deeplab models`` / ``download`` / ``convert`` / ``info``: pretrained models and references.
 
-Every ``--model``-style argument here is a model reference (see :mod:`deeplabcli.resolve`): a
+Every ``--model``-style argument here is a model reference (see :mod:`deeplabcli.weights.resolve`): a
 card name from ``deeplab models``, a checkpoint directory, a weights file (.safetensors, .pth,
 .tflite) or a Hub repo ``owner/name[@revision]``.
 """
@@ -18,8 +18,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the cards as JSON on stdout.")
 def models_command(as_json: bool) -> None:
     """List the named pretrained models (model cards) and whether they are cached."""
-    from ..cards import list_cards
-    from ..resolve import card_is_cached
+    from ..weights.cards import list_cards
+    from ..weights.resolve import card_is_cached
 
     cards = list_cards()
     rows = [_card_summary(card, card_is_cached(card)) for card in cards]
@@ -80,7 +80,7 @@ def download_command(name: str, quiet: bool) -> None:
     connected machine, then copy the cache to use the model offline (HF_HUB_OFFLINE=1).
     """
     from ..progress import message
-    from ..resolve import download_model
+    from ..weights.resolve import download_model
 
     files = download_model(name, quiet=quiet)
     message(f"{name}: verified and cached", quiet=quiet)
@@ -106,7 +106,7 @@ def convert_command(src: str, output: Path, overwrite: bool) -> None:
     temporary name and renamed, so an interrupted conversion leaves nothing behind.
     """
     from ..progress import message
-    from ..resolve import convert_model
+    from ..weights.resolve import convert_model
 
     written = convert_model(src, output, overwrite=overwrite)
     message(f"wrote checkpoint {written}")
@@ -122,7 +122,7 @@ def info_command(ref: str, as_json: bool) -> None:
     REF: a model name from `deeplab models`, a checkpoint directory, a .safetensors, .pth or
     .tflite file, or a Hugging Face Hub repo owner/name[@revision].
     """
-    from ..resolve import describe_model, load_model
+    from ..weights.resolve import describe_model, load_model
 
     info = describe_model(load_model(ref))
     if as_json:

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from .options import inference_options, model_option
+
 # OpenMP worker threads that spin between parallel regions (libgomp's default) collapse when
 # the CPU is shared: measured on 2 busy cores, MobileNetV2 at 257 px took 1.1 s per image
 # instead of 30 ms; with one competing process, even a short spin (GOMP_SPINCOUNT=10000) took
@@ -19,33 +21,6 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-#: ``--streams`` of predict and eval (see :mod:`deeplabcli.engine.streams`).
-streams_option = click.option(
-    "--streams",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU: batches that run side by side, sharing the threads (default: 2 for small models "
-    "such as MobileNetV2 at batch size 1, whose layers cannot keep many threads busy; else 1).",
-)
-
-
-class ScalesType(click.ParamType):
-    """Comma-separated positive numbers: ``0.5,0.75,1,1.25``."""
-
-    name = "scales"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            scales = tuple(float(v) for v in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of numbers, e.g. 0.5,1,1.5.")
-        if any(not s > 0 for s in scales):
-            self.fail(f"{value!r} has a scale that is not positive. Use numbers above 0.")
-        return scales
-
-
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -53,13 +28,7 @@ class ScalesType(click.ParamType):
     "--output",
     help="Mask file (one input, .png) or folder. Default: <stem>_mask.png next to each image.",
 )
-@click.option(
-    "--model",
-    "model_ref",
-    metavar="REF",
-    help="Model card name, checkpoint folder, .safetensors/.pth/.tflite file or Hub repo "
-    "(default: the default model card, downloaded and cached on first use).",
-)
+@model_option("default: the default model card, downloaded and cached on first use")
 @click.option(
     "--format",
     "fmt",
@@ -69,36 +38,7 @@ class ScalesType(click.ParamType):
     help="palette: colour PNG holding class indices; index: grayscale class indices; "
     "overlay: the photo with coloured classes and a legend.",
 )
-@click.option(
-    "--os",
-    "output_stride",
-    type=click.Choice(["8", "16"]),
-    default=None,
-    help="Output stride to run at (default: the model's own).",
-)
-@click.option(
-    "--scales",
-    type=ScalesType(),
-    default="1",
-    show_default=True,
-    help="Input scales whose class probabilities are averaged, e.g. 0.5,0.75,1,1.25,1.5,1.75.",
-)
-@click.option("--flip", is_flag=True, help="Also average left-right flipped inputs.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="auto = CUDA when available.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Images per forward pass (images of equal network input size are batched).",
-)
-@streams_option
+@inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per image on stdout.")
 @click.option("--overwrite", is_flag=True, help="Replace existing masks (default: skip them).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -106,13 +46,8 @@ def predict_command(
     inputs: tuple[str, ...],
     output: str | None,
     model_ref: str | None,
+    inference: dict[str, Any],
     fmt: str,
-    output_stride: str | None,
-    scales: tuple[float, ...],
-    flip: bool,
-    device: str,
-    batch_size: int,
-    streams: int | None,
     as_json: bool,
     overwrite: bool,
     quiet: bool,
@@ -125,20 +60,15 @@ def predict_command(
       deeplab predict "data/**/*.jpg" -o masks/ --os 8 --flip --json
     """
     from ..config import PredictConfig
-    from ..engine.distributed import current_world
-    from ..engine.predict import PredictResult, predict_files
-    from ..resolve import load_model
+    from ..distributed import current_world
+    from ..prediction.pipeline import PredictResult, predict_files
+    from ..weights.resolve import load_model
 
     config = PredictConfig(
         output=output,
         format=fmt,
-        output_stride=int(output_stride) if output_stride else None,
-        scales=scales,
-        flip=flip,
-        device=device,
-        batch_size=batch_size,
-        streams=streams,
         overwrite=overwrite,
+        **inference,
     )
 
     def print_record(result: PredictResult) -> None:

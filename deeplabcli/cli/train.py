@@ -133,7 +133,7 @@ def read_config_file(path: str, section: str) -> dict[str, Any]:
 def build_config(ctx: click.Context, stage: dict[str, Any], section: str) -> TrainConfig:
     """Defaults (``stage`` over TrainConfig's) ← ``--config`` file ← options given; with
     ``--resume`` the run's saved settings replace the defaults."""
-    from ..engine.run_dir import read_run_config
+    from ..training.run_dir import read_run_config
 
     params = ctx.params
     given = {
@@ -195,7 +195,7 @@ def train(ctx: click.Context, **_: Any) -> None:  # fmt: skip
       deeplab train --out runs/r101 --resume
       torchrun --nproc-per-node 8 -m deeplabcli train --data-root VOCdevkit --out runs/r101
     """
-    from ..engine.train import train as run_training
+    from ..training.loop import train as run_training
 
     config = build_config(ctx, {}, "train")
     _finish(run_training(config, progress=not ctx.params["quiet"]))
@@ -217,8 +217,8 @@ def finetune(ctx: click.Context, ref: str, **_: Any) -> None:
     \b
       deeplab finetune runs/r101 --data-root VOCdevkit --out runs/r101-ft
     """
-    from ..engine.finetune import STAGE2_DEFAULTS
-    from ..engine.train import train as run_training
+    from ..training.loop import train as run_training
+    from ..training.stage2 import STAGE2_DEFAULTS
 
     config = build_config(ctx, {**STAGE2_DEFAULTS, "init": ref}, "finetune")
     _finish(run_training(config.replace(init=ref), progress=not ctx.params["quiet"]))
@@ -266,7 +266,7 @@ def bootstrap(dataset: str, data_root: str | None, split: str, classes: str, cop
       deeplab bootstrap --data-root VOCdevkit --split trainaug
       deeplab train --data-root VOCdevkit --split trainaug_bootstrap ...
     """
-    from ..engine.bootstrap import bootstrap_split
+    from ..data.bootstrap import bootstrap_split
     from ..progress import message, print_table, progress_bar
 
     with progress_bar(None, "reading masks", unit="masks") as bar:

@@ -9,10 +9,10 @@ Names are imported lazily, so ``deeplabcli.data.palette`` stays cheap to import.
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._exports import lazy_exports
 from ..config import DATASETS as DATASET_KINDS  # the kinds open_dataset (--dataset) accepts
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "TrainTransform": "transforms",
     "EvalTransform": "transforms",
     "normalise": "transforms",
-    "read_image": "masks",
+    "read_image_array": "masks",
     "read_mask": "masks",
     "colour_to_index": "masks",
     "convert_colour_masks": "masks",
@@ -47,7 +47,8 @@ _EXPORTS: dict[str, str] = {
     "colourise": "palette",
 }
 
-__all__ = ["DATASET_KINDS", "DATA_ROOT_ENV", "open_dataset", *sorted(_EXPORTS)]
+_names, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["DATASET_KINDS", "DATA_ROOT_ENV", "open_dataset", *_names]
 
 
 def open_dataset(
@@ -75,15 +76,3 @@ def open_dataset(
     from .folder import FolderDataset
 
     return FolderDataset(root, split, transform=transform)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deeplabcli.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from ..errors import DatasetError, DeeplabError, SizeMismatchError
-from .masks import SHOW_AT_MOST, classes_in_mask, read_image, read_mask, summarise
+from .masks import SHOW_AT_MOST, classes_in_mask, read_image_array, read_mask, summarise
 
 
 @dataclass
@@ -125,7 +125,7 @@ class SegmentationDataset(Dataset):
         """Sample ``index`` at its original size, validated (readable image, class-index mask,
         labels in range, same size as the image)."""
         image_path, mask_path = self.image_paths[index], self.mask_paths[index]
-        image = read_image(image_path)
+        image = read_image_array(image_path)
         mask = self.load_mask(index)
         if image.shape[:2] != mask.shape:
             (h, w), (mh, mw) = image.shape[:2], mask.shape

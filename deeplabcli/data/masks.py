@@ -27,7 +27,7 @@ INDEX_MODES = ("P", "L", "1", "I;16", "I")
 SHOW_AT_MOST = 5
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image_array(path: str | os.PathLike[str]) -> np.ndarray:
     """An image file as RGB uint8 ``(H, W, 3)``, values 0..255 (stored pixel order, no EXIF turn:
     label masks are drawn on the stored pixels).
 

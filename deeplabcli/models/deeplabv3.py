@@ -34,12 +34,16 @@ class DeepLabV3(nn.Module):
     ``forward(x)`` takes a normalised float batch (N, 3, H, W) and returns
     ``{"out": (N, num_classes, H, W)}`` logits, plus ``"aux"`` of the same shape when the model
     has an auxiliary head. ``model.config`` is the :class:`ModelConfig` it was built from and is
-    kept in sync by :meth:`set_output_stride`.
+    kept in sync by :meth:`set_output_stride`. ``model.provenance`` says where the weights came
+    from (``source``, ``converted_from``, ``training`` ...; see
+    :func:`deeplabcli.weights.checkpoint.make_provenance`): ``{}`` for a freshly built model, set
+    by whatever loads weights into it and saved with every checkpoint.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, provenance: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
+        self.provenance: dict[str, Any] = dict(provenance or {})
         self.backbone = build_backbone(config)
         self.head = DeepLabHead(
             self.backbone.out_channels,

@@ -1,0 +1,37 @@
+"""Constants shared by every layer: the void label, the VOC classes, normalisations, choices."""
+
+from __future__ import annotations
+
+IGNORE_INDEX = 255
+
+#: PASCAL VOC 2012 class names in index order (paper, "PASCAL VOC class order").
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+#: The classes the paper duplicates in hard-image bootstrapping (Sec. 4.4).
+HARD_CLASSES: tuple[str, ...] = ("bicycle", "chair", "diningtable", "pottedplant", "sofa")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Google's models scale pixels to [-1, 1]: (x - 127.5) / 127.5 == (x/255 - 0.5) / 0.5.
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+BACKBONES = ("resnet50", "resnet101", "resnet_tiny", "mobilenetv2")
+HEADS = ("paper", "torchvision", "mobile")
+DILATION_CONVENTIONS = ("paper", "torchvision")
+RESIZE_POLICIES = ("none", "fit")
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """VOC's names for 21 classes, otherwise ``class_0 .. class_{n-1}``."""
+    if num_classes == len(VOC_CLASSES):
+        return VOC_CLASSES
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+#: The data set kinds that ``open_dataset`` (``--dataset``) accepts.
+DATASETS = ("voc", "folder")

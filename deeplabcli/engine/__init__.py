@@ -1,1 +1,0 @@
-"""Engines behind the subcommands: inference, predict, evaluate, train, distributed helpers."""

@@ -1,0 +1,239 @@
+"""The shared inference core of ``deeplab predict`` and ``deeplab eval``.
+
+A :class:`Segmenter` wraps a model with everything needed to turn images into class maps at the
+images' own size: the model's preprocessing (normalisation, resize policy), an output stride,
+the paper's multi-scale and left-right flip inference (Sec. 4.3: class probabilities of all runs
+are averaged at the original image size), a device, and an inference-optimised copy of the
+network (batch norm folded, channels-last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from ..config import InferenceConfig, inference_options
+from ..data.images import read_image, to_rgb
+from ..models import DeepLabV3
+from ..models.fuse import optimize_for_inference
+from .device import device_of, resolve_device, same_device
+from .scores import ScoreRuns
+
+#: What the engine accepts as an image: a PIL image, an array (H, W[, 3|4]) or a file path.
+ImageLike = Image.Image | np.ndarray | str | os.PathLike
+
+
+def as_pixels(image: ImageLike) -> torch.Tensor:
+    """An image as a uint8 tensor (3, H, W), RGB. Paths are read with
+    :func:`~deeplabcli.data.images.read_image` (EXIF orientation honoured); arrays may be
+    (H, W), (H, W, 3) or (H, W, 4) of any integer dtype Pillow accepts, or floats in [0, 1]."""
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image)
+    elif isinstance(image, np.ndarray):
+        array = image
+        if array.dtype.kind == "f":
+            array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"expected an array (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+        image = Image.fromarray(
+            array.squeeze(2) if array.ndim == 3 and array.shape[2] == 1 else array
+        )
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"expected a PIL image, a numpy array or a path, got {type(image).__name__}"
+        )
+    rgb = np.asarray(to_rgb(image), dtype=np.uint8)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where an image sits in a network input: its content size there and the input size."""
+
+    content: tuple[int, int]  # (h, w) of the resized image inside the input
+    canvas: tuple[int, int]  # (H, W) of the network input (padded for resize="fit")
+
+
+class Segmenter:
+    """Images → class maps (H, W) or class probabilities (C, H, W) at each image's own size.
+
+    How the network runs is one :class:`~deeplabcli.config.InferenceConfig`, given as
+    ``config`` or as its fields by keyword (``Segmenter(model, output_stride=8, flip=True)``):
+
+    - ``output_stride``: run at this OS (the model is switched on a private copy).
+    - ``scales``, ``flip``: multi-scale / left-right flipped inference; the softmax
+      probabilities of all runs are averaged at the original size (paper Sec. 4.3).
+    - ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    - ``amp``: float16 autocast; ``None`` = on for CUDA, always off on CPU.
+    - ``batch_size``, ``streams``: how the loops that feed the segmenter (predict, eval) batch
+      images and run batches side by side; kept here so they travel with the rest.
+
+    Besides: ``optimize`` runs a private copy with batch norm folded into the convs and
+    channels-last weights (same outputs to float rounding; otherwise the model itself is used);
+    ``inplace``, with ``optimize``, optimises the model itself instead of a copy (half the
+    weight memory; the model is then only fit for inference).
+
+    The model's ``config.preprocessing`` decides normalisation and the resize policy.
+    """
+
+    def __init__(
+        self,
+        model: DeepLabV3,
+        config: InferenceConfig | None = None,
+        *,
+        optimize: bool = True,
+        inplace: bool = False,
+        **options: Any,
+    ) -> None:
+        self.options = inference_options(config, options)
+        output_stride = self.options.output_stride
+        self.device = resolve_device(self.options.device)
+        self.scales = self.options.scales
+        self.flip = self.options.flip
+        amp = self.options.amp
+        self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
+        if output_stride is not None:
+            model.config.check_output_stride(output_stride)
+        self.channels_last = optimize
+        if optimize:
+            network = optimize_for_inference(
+                model, channels_last=True, inplace=inplace, cpu_fusion=self.device.type == "cpu"
+            )
+        elif (output_stride not in (None, model.output_stride)) or not same_device(
+            device_of(model), self.device
+        ):
+            network = copy.deepcopy(model)
+        else:
+            network = model  # shared with the caller: eval mode is set per call and restored
+        if output_stride is not None and output_stride != network.output_stride:
+            network.set_output_stride(output_stride)
+        self.network = network.to(self.device)
+        self.config = network.config
+        prep = self.config.preprocessing
+        std = torch.tensor(prep.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        mean = torch.tensor(prep.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._scale = 1.0 / (255.0 * std)  # uint8 → (x/255 - mean) / std = x·scale - shift
+        self._shift = mean / std
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    @property
+    def runs_per_image(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, image: ImageLike) -> np.ndarray:
+        """Class map of one image: (H, W) uint8 (int64 for more than 256 classes)."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """Class maps of several images, (H_i, W_i) each; images whose network inputs have the
+        same size run as one batch."""
+        return [mask.cpu().numpy() for mask in self.masks([as_pixels(i) for i in images])]
+
+    def probabilities(self, image: ImageLike) -> torch.Tensor:
+        """Class probabilities of one image: float32 (C, H, W) on the CPU, summing to 1."""
+        return self.scores([as_pixels(image)])[0].probabilities().cpu()
+
+    def masks(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+        """Class maps of images given as uint8 (3, H_i, W_i) tensors (or one (N, 3, H, W)
+        batch): one (H_i, W_i) tensor each, uint8 (int64 beyond 256 classes), on :attr:`device`."""
+        dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
+        return [runs.argmax().to(dtype) for runs in self.scores(pixels)]
+
+    def batch_key(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The network input size of an (H, W) image at scale 1: images with equal keys can
+        share a batch (every image, for ``resize="fit"`` models)."""
+        return self._placement(size, 1.0).canvas
+
+    def scores(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> list[ScoreRuns]:
+        """Run the network over images, uint8 (3, H_i, W_i) each (or float in 0..255), once per
+        scale and flip, batching images whose network inputs have equal sizes.
+
+        Returns one :class:`ScoreRuns` per image, which resizes and combines its runs at the
+        image's size on demand (in row bands: a class map of a big photo never needs a
+        full-size (C, H, W) float buffer).
+        """
+        images = [p.to(self.device, non_blocking=True).float() for p in pixels]
+        if any(x.ndim != 3 or x.shape[0] != 3 for x in images):
+            raise ValueError("expected RGB images as (3, H, W) tensors")
+        sizes = [(int(x.shape[1]), int(x.shape[2])) for x in images]
+        combine = self.runs_per_image > 1
+        results = [ScoreRuns(size, self.config.align_corners, combine=combine) for size in sizes]
+        with self._running():
+            for scale in self.scales:
+                placements = [self._placement(size, scale) for size in sizes]
+                groups: dict[tuple[int, int], list[int]] = {}
+                for i, placement in enumerate(placements):
+                    groups.setdefault(placement.canvas, []).append(i)
+                for indices in groups.values():
+                    batch = torch.cat(
+                        [self._prepare(images[i][None], placements[i]) for i in indices]
+                    )
+                    for flipped in (False, True) if self.flip else (False,):
+                        logits = self._forward(batch.flip(-1) if flipped else batch)
+                        for i, image_logits in zip(indices, logits, strict=True):
+                            h, w = placements[i].content
+                            if flipped:  # undo the flip of the whole canvas, then crop
+                                image_logits = image_logits.flip(-1)
+                            results[i].add(image_logits[:, :h, :w])
+        return results
+
+    # ------------------------------------------------------------------ internals
+    def _placement(self, size: tuple[int, int], scale: float) -> _Placement:
+        prep = self.config.preprocessing
+        height, width = size
+        if prep.resize == "fit":
+            side = max(1, round(prep.size * scale))  # type: ignore[operator]
+            ratio = side / max(height, width)
+            content = (max(1, round(height * ratio)), max(1, round(width * ratio)))
+            return _Placement(content, (side, side))
+        content = (max(1, round(height * scale)), max(1, round(width * scale)))
+        return _Placement(content, content)
+
+    def _prepare(self, x: torch.Tensor, placement: _Placement) -> torch.Tensor:
+        """float 0..255 (N, 3, H, W) → normalised network input (N, 3, *canvas)."""
+        if tuple(x.shape[-2:]) != placement.content:
+            x = F.interpolate(
+                x, size=placement.content, mode="bilinear", align_corners=False, antialias=True
+            )
+        x = x * self._scale - self._shift
+        pad_h = placement.canvas[0] - placement.content[0]
+        pad_w = placement.canvas[1] - placement.content[1]
+        if pad_h or pad_w:  # the mean colour is 0 after normalisation
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = (
+            torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        )
+        with autocast:
+            return self.network(x)["out"].float()
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.network.train(was_training)

@@ -1,0 +1,28 @@
+"""``deeplab predict`` as a library: inputs → planned outputs → batches → mask PNGs.
+
+:func:`predict_files` runs the pipeline over files, folders and globs; :func:`predict` and
+:func:`predict_batch` are the in-memory forms.
+"""
+
+from __future__ import annotations
+
+from .._exports import lazy_exports
+
+#: public name → module that defines it
+_EXPORTS: dict[str, str] = {
+    "predict": "pipeline",
+    "predict_batch": "pipeline",
+    "predict_files": "pipeline",
+    "PredictResult": "results",
+    "PredictSummary": "results",
+    "class_shares": "results",
+    "Job": "inputs",
+    "expand_inputs": "inputs",
+    "plan_outputs": "inputs",
+    "write_png": "outputs",
+    "palette_png": "outputs",
+    "index_png": "outputs",
+    "overlay_png": "outputs",
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

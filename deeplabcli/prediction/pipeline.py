@@ -1,0 +1,326 @@
+"""``deeplab predict`` as a library: image files, folders and globs → mask PNGs.
+
+:func:`predict_files` plans one output per input image (see :func:`plan_outputs`), decodes
+inputs and writes outputs on background threads while the network runs on batches of images
+whose network inputs have equal sizes (on the calling thread, or on a CPU on several streams
+side by side: see :func:`choose_streams`), and keeps going past bad inputs: each
+one becomes a failed :class:`PredictResult` whose message names the file and the reason. Under
+``torchrun`` the images are sharded across ranks, so each output is written exactly once.
+
+:func:`predict` and :func:`predict_batch` are the in-memory forms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import InferenceConfig, PredictConfig, inference_options
+from ..data.images import read_image
+from ..data.palette import palette_for
+from ..distributed import all_reduce_sum, device_for, process_group, shard
+from ..errors import ConfigError, DeeplabError
+from ..inference import ImageLike, Segmenter, device_of, is_out_of_memory, resolve_device
+from ..inference.streams import choose_streams, compute_streams, submit
+from ..models import DeepLabV3
+from ..progress import progress_bar
+from .inputs import Job, plan_outputs
+from .outputs import index_png, overlay_png, palette_png, write_png
+from .results import PredictResult, PredictSummary, class_shares
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    pixels: torch.Tensor  # uint8 (3, H, W)
+    seconds: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+
+def predict_files(
+    model: DeepLabV3 | Segmenter,
+    inputs: Sequence[str],
+    config: PredictConfig | None = None,
+    *,
+    on_result: Callable[[PredictResult], None] | None = None,
+    progress: bool = True,
+    inplace: bool = False,
+) -> PredictSummary:
+    """Segment every image named by ``inputs`` (files, folders searched recursively, globs) and
+    write one mask per image as ``config`` says. ``on_result`` is called on the calling thread
+    as each input finishes; a progress bar shows for more than one image unless ``progress`` is
+    False. Option mistakes raise :class:`ConfigError`; bad inputs become failed results.
+
+    ``model`` may also be a ready :class:`Segmenter` (reused across calls); its own output
+    stride, scales, flip and device are then used, so ``config`` must leave those unset.
+    ``inplace`` optimises ``model`` itself rather than a copy (see :class:`Segmenter`).
+    """
+    config = config or PredictConfig()
+    options = (config.output_stride, config.scales, config.flip, config.device)
+    if isinstance(model, Segmenter) and options != (None, (1.0,), False, "auto"):
+        raise ValueError("a ready Segmenter brings its own OS, scales, flip and device")
+    if config.format != "index" and model.config.num_classes > 256:
+        raise ConfigError(
+            f"{config.format} masks hold at most 256 classes, the model has "
+            f"{model.config.num_classes}. Use --format index."
+        )
+    start = time.perf_counter()
+    device = model.device if isinstance(model, Segmenter) else resolve_device(config.device)
+    with process_group(device) as world:
+        jobs, problems = plan_outputs(inputs, config.output)
+        jobs = shard(jobs, world)
+        early = [
+            PredictResult(input=name, status="failed", message=message)
+            for name, message in (problems if world.is_main else [])
+        ]
+        segmenter = (
+            model
+            if isinstance(model, Segmenter)
+            else Segmenter(
+                model, config.inference.replace(device=device_for(world, device)), inplace=inplace
+            )
+        )
+        results: list[PredictResult] = []
+        total = len(jobs) + len(early)
+        with progress_bar(
+            total, "Predicting", disable=not progress or total <= 1 or not world.is_main, unit="img"
+        ) as bar:
+
+            def finish(result: PredictResult) -> None:
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                bar.advance()
+
+            for failure in early:
+                finish(failure)
+            _Pipeline(segmenter, config, finish).run(jobs)
+        counts = torch.tensor(
+            [sum(r.status == s for r in results) for s in ("written", "skipped", "failed")]
+        )
+        written, skipped, failed = (int(v) for v in all_reduce_sum(counts))
+    return PredictSummary(results, written, skipped, failed, time.perf_counter() - start)
+
+
+class _Pipeline:
+    """Decode (threads) → batch → network (this thread, or ``streams`` threads side by side)
+    → render and write (threads). Results are reported on this thread."""
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        config: PredictConfig,
+        finish: Callable[[PredictResult], None],
+    ) -> None:
+        self.segmenter = segmenter
+        self.config = config
+        self.finish = finish
+        self.palette = palette_for(segmenter.num_classes)
+
+    def run(self, jobs: Sequence[Job]) -> None:
+        todo = []
+        for job in jobs:
+            if job.output.exists() and not self.config.overwrite:
+                self.finish(_exists(job))
+            else:
+                todo.append(job)
+        batches = -(-len(todo) // self.config.batch_size)
+        self.streams = choose_streams(
+            self.segmenter, self.config.streams, batches, self.config.batch_size
+        )
+        # decoded images waiting for the network
+        self.window = max(4, 2 * self.config.batch_size * self.streams)
+        queue = iter(todo)
+        loads: deque[Future[_Decoded | PredictResult]] = deque()
+        running: deque[tuple[list[_Decoded], Future[tuple[list[np.ndarray], float]]]] = deque()
+        writes: deque[Future[PredictResult]] = deque()
+        pending: list[_Decoded] = []
+        with (
+            ThreadPoolExecutor(self.config.workers, thread_name_prefix="deeplab-io") as pool,
+            compute_streams(self.streams) as compute,
+        ):
+            while True:
+                while len(loads) + len(pending) < self.window and (job := next(queue, None)):
+                    loads.append(pool.submit(_decode, job))
+                batch = (
+                    self._next_batch(pending, more_coming=bool(loads))
+                    if len(running) < self.streams
+                    else []
+                )
+                if batch:
+                    running.append((batch, submit(compute, self._masks, batch)))
+                elif running and (running[0][1].done() or not loads):
+                    self._collect(*running.popleft(), pool, writes)
+                elif loads:
+                    if running:  # whichever comes first: a decoded image or a finished batch
+                        wait([loads[0], running[0][1]], return_when=FIRST_COMPLETED)
+                        if not loads[0].done():
+                            continue
+                    loaded = loads.popleft().result()
+                    if isinstance(loaded, PredictResult):
+                        self.finish(loaded)
+                    else:
+                        pending.append(loaded)
+                else:
+                    break
+                while writes and writes[0].done():
+                    self.finish(writes.popleft().result())
+            while writes:
+                self.finish(writes.popleft().result())
+
+    def _next_batch(self, pending: list[_Decoded], *, more_coming: bool) -> list[_Decoded]:
+        """Up to batch_size pending images sharing the oldest one's network input size; empty
+        while more could still join and the window is not full."""
+        if not pending:
+            return []
+        key = self.segmenter.batch_key(pending[0].size)
+        same = [d for d in pending if self.segmenter.batch_key(d.size) == key]
+        size = self.config.batch_size
+        if len(same) < size and more_coming and len(pending) < self.window:
+            return []
+        batch = same[:size]
+        for item in batch:
+            pending.remove(item)
+        return batch
+
+    def _masks(self, batch: list[_Decoded]) -> tuple[list[np.ndarray], float]:
+        """The batch's class maps and the seconds they took (runs on a compute stream)."""
+        start = time.perf_counter()
+        masks = [m.cpu().numpy() for m in self.segmenter.masks([d.pixels for d in batch])]
+        return masks, time.perf_counter() - start
+
+    def _collect(
+        self,
+        batch: list[_Decoded],
+        future: Future[tuple[list[np.ndarray], float]],
+        pool: ThreadPoolExecutor,
+        writes: deque[Future[PredictResult]],
+    ) -> None:
+        try:
+            masks, seconds = future.result()
+        except (RuntimeError, MemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            if len(batch) > 1:  # retry one image at a time, here
+                for item in batch:
+                    self._collect([item], submit(None, self._masks, [item]), pool, writes)
+                return
+            height, width = batch[0].size
+            message = (
+                f"ran out of memory segmenting this {width}×{height} image on "
+                f"{self.segmenter.device.type}. Downscale it, or use fewer --scales."
+            )
+            self.finish(_failed(batch[0].job, message))
+            return
+        share = seconds / len(batch)
+        for item, mask in zip(batch, masks, strict=True):
+            writes.append(pool.submit(self._write, item, mask, item.seconds + share))
+        while len(writes) > self.window:  # bound the masks waiting to be written
+            self.finish(writes.popleft().result())
+
+    def _write(self, item: _Decoded, mask: np.ndarray, seconds: float) -> PredictResult:
+        start = time.perf_counter()
+        job = item.job
+        fmt = self.config.format
+        if fmt == "palette":
+            image = palette_png(mask, self.palette)
+        elif fmt == "index":
+            image = index_png(mask)
+        else:
+            photo = item.pixels.permute(1, 2, 0).numpy()
+            image = overlay_png(photo, mask, self.palette, self.segmenter.class_names)
+        try:
+            if not write_png(image, job.output, overwrite=self.config.overwrite):
+                return _exists(job)
+        except DeeplabError as error:
+            return _failed(job, str(error), output=str(job.output))
+        return PredictResult(
+            input=str(job.source),
+            status="written",
+            output=str(job.output),
+            width=mask.shape[1],
+            height=mask.shape[0],
+            classes=class_shares(mask, self.segmenter.class_names),
+            seconds=seconds + time.perf_counter() - start,
+        )
+
+
+def _decode(job: Job) -> _Decoded | PredictResult:
+    start = time.perf_counter()
+    try:
+        image = read_image(job.source)
+    except DeeplabError as error:
+        return PredictResult(input=str(job.source), status="failed", message=str(error))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return _Decoded(job, pixels, time.perf_counter() - start)
+
+
+def _exists(job: Job) -> PredictResult:
+    return PredictResult(
+        input=str(job.source),
+        status="skipped",
+        output=str(job.output),
+        message=f"{job.output}: already exists, not replaced. Use --overwrite to replace it.",
+    )
+
+
+def _failed(job: Job, message: str, *, output: str | None = None) -> PredictResult:
+    return PredictResult(
+        input=str(job.source), status="failed", output=output, message=f"{job.source}: {message}"
+    )
+
+
+# ---------------------------------------------------------------------- in-memory API
+def _segmenter(
+    model: DeepLabV3 | Segmenter, config: InferenceConfig | None, options: dict[str, Any]
+) -> Segmenter:
+    if isinstance(model, Segmenter):
+        if config is not None or options:
+            raise ValueError("a ready Segmenter brings its own inference options")
+        return model
+    if config is None and options.get("device") is None:
+        options = {**options, "device": device_of(model)}  # run where the model is
+    return Segmenter(model, inference_options(config, options), optimize=False)
+
+
+def predict(
+    model: DeepLabV3 | Segmenter,
+    image: ImageLike,
+    config: InferenceConfig | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Class map of one image (a PIL image, an (H, W[, 3|4]) array or a path): uint8 (H, W)
+    at the image's own size (int64 for models with more than 256 classes).
+
+    How it runs is an :class:`~deeplabcli.config.InferenceConfig`, given as ``config`` or as
+    its fields by keyword (``output_stride=8, scales=(0.75, 1, 1.25), flip=True``). ``model``
+    runs as it is on its own device unless ``device`` says otherwise; for many images build a
+    :class:`~deeplabcli.inference.Segmenter` once (it also optimises the network) and pass it
+    instead of the model.
+
+    >>> from deeplabcli import build_model
+    >>> mask = predict(build_model("deeplabv3_tiny"), np.zeros((40, 60, 3), np.uint8))
+    >>> mask.shape, mask.dtype
+    ((40, 60), dtype('uint8'))
+    """
+    return predict_batch(model, [image], config, **options)[0]
+
+
+def predict_batch(
+    model: DeepLabV3 | Segmenter,
+    images: Sequence[ImageLike],
+    config: InferenceConfig | None = None,
+    **options: Any,
+) -> list[np.ndarray]:
+    """Class maps of several images (see :func:`predict`); equal-size inputs share a batch."""
+    return _segmenter(model, config, options).predict_batch(images)

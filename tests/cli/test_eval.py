@@ -1,0 +1,243 @@
+"""``deeplab eval`` through the CLI: output, options, and every data set mistake as one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from support.data_builders import make_folder, make_voc, save_image, save_mask
+
+from deeplabcli import build_model, load_model
+from deeplabcli.cli import main
+from deeplabcli.data import FolderDataset
+from deeplabcli.evaluation.protocol import evaluate_dataset
+from deeplabcli.weights.checkpoint import save_checkpoint
+
+REQUIRED = {"miou", "pixel_accuracy", "mean_accuracy", "fw_iou", "per_class_iou", "images",
+            "model", "os", "scales", "flip"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 3-class deeplabv3_tiny checkpoint (the folder data sets have 3 classes)."""
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_tiny", num_classes=3).eval()
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny3")
+
+
+@pytest.fixture(scope="module")
+def tiny21(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_tiny", num_classes=21).eval()
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny21")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path / "ds", [f"im{i}" for i in range(6)])
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["eval", *args], env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def fails_with(message: str, *args: str) -> str:
+    """Run, expect exit code 1 and ``Error: <message>`` as the one error line; no traceback."""
+    code, out, err = run(*args)
+    assert code == 1, err
+    assert errors(err) == [f"Error: {message}"], err
+    assert "Traceback" not in err and out == ""
+    return err
+
+
+# ---------------------------------------------------------------------- results
+def test_json_and_table(folder: Path, tiny3: Path) -> None:
+    code, out, err = run("--dataset", "folder", "--data-root", str(folder), "--model",
+                         str(tiny3), "--json", "--workers", "0")  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)
+    assert set(record) >= REQUIRED
+    expected = evaluate_dataset(load_model(tiny3), FolderDataset(folder), device="cpu").metrics
+    assert record["miou"] == pytest.approx(expected.miou, abs=1e-12)
+    assert record["per_class_iou"] == expected.to_dict()["per_class_iou"]
+    assert (record["images"], record["model"], record["os"]) == (6, str(tiny3), 16)
+    assert (record["scales"], record["flip"], record["split"]) == ([1.0], False, "all")
+    for key in ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou"):
+        assert 0.0 <= record[key] <= 1.0
+    assert "Per-class IoU — folder all, 6 images" in err and "mIoU %" in err
+    assert "background" in err and "images/s" in err
+
+
+def test_absent_classes_are_marked_na_and_left_out_of_the_mean(tmp_path, tiny3) -> None:
+    root = make_folder(tmp_path / "ds", [])
+    save_image(root / "images" / "a.png", np.zeros((16, 16, 3), np.uint8))
+    save_mask(root / "masks" / "a.png", np.zeros((16, 16), np.uint8), "L")
+    model = build_model("deeplabv3_tiny", num_classes=3).eval()
+    with torch.no_grad():  # predicts background everywhere
+        model.head.classifier.weight.zero_()
+        model.head.classifier.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    ckpt = save_checkpoint(model, tmp_path / "bg")
+    code, out, err = run("--dataset", "folder", "--data-root", str(root), "--model", str(ckpt),
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["miou"] == 1.0 and record["absent_classes"] == ["cat", "dog"]
+    assert record["per_class_iou"] == {"background": 1.0, "cat": None, "dog": None}
+    assert "n/a" in err
+    note = " ".join(err.split())  # rich may wrap the note
+    assert "n/a: cat, dog — in neither the labels nor the predictions" in note
+    assert "excluded from the mean (1 of 3 classes averaged)" in note
+
+
+def test_protocol_options_reach_the_engine(tmp_path: Path, tiny21: Path) -> None:
+    voc = make_voc(tmp_path, {"val": ["a", "b", "c", "d"], "train": ["e"]})
+    args = ("--data-root", str(voc.parent), "--model", str(tiny21), "--os", "8",
+            "--scales", "0.5,1", "--flip", "--batch-size", "2", "--limit", "3", "--json")  # fmt: skip
+    code, out, err = run(*args)
+    assert code == 0, err
+    record = json.loads(out)
+    assert (record["os"], record["scales"], record["flip"]) == (8, [0.5, 1.0], True)
+    assert (record["images"], record["split"], record["dataset"]) == (3, "val", "voc")
+    code, out, _ = run("--split", "train", "--model", str(tiny21), "--json", "-q",
+                       env={"DEEPLAB_DATA_ROOT": str(voc)})  # fmt: skip
+    assert code == 0 and json.loads(out)["images"] == 1  # data root from the environment
+
+
+def test_quiet_prints_one_summary_line(folder: Path, tiny3: Path) -> None:
+    code, out, err = run("--dataset", "folder", "--data-root", str(folder), "--model",
+                         str(tiny3), "-q")  # fmt: skip
+    assert code == 0 and out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("mIoU ") and err.rstrip().endswith("%).") and "over 6 images" in err
+
+
+def test_report_option(folder: Path, tiny3: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    code, out, err = run("--dataset", "folder", "--data-root", str(folder), "--model",
+                         str(tiny3), "--report", str(report), "--worst", "3", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((report / "metrics.json").read_text())["miou"] == json.loads(out)["miou"]
+    assert len(list((report / "worst").glob("*.png"))) == 3
+    assert f"Report written to {report}" in err
+
+
+# ---------------------------------------------------------------------- mistakes
+def test_rgb_mask(folder: Path, tiny3: Path) -> None:
+    bad = folder / "masks" / "im2.png"
+    save_image(bad, np.zeros((20, 30, 3), np.uint8))
+    fails_with(
+        f"{bad} is an RGB colour mask, not a class-index mask. Convert colour masks with "
+        f"`deeplab data convert-masks {bad.parent}` (palette colours → class indices), or save "
+        "masks as palette (P) or grayscale (L) PNGs of class indices.",
+        "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_bad_file_mid_run_names_it_and_stops(folder, tiny3, tmp_path, workers) -> None:
+    bad = folder / "masks" / "im3.png"
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5, 5], mask[6, 6] = 7, 9
+    save_mask(bad, mask, "L")
+    report = tmp_path / "report"
+    fails_with(
+        f"{bad} has label values outside 0..2 and 255: 7, 9. Fix the mask, or check that the "
+        "data set has 3 classes.",
+        "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+        "--workers", workers, "--report", str(report), "--json",
+    )  # fmt: skip
+    assert not report.exists()  # nothing half-written
+
+
+def test_size_mismatch(folder: Path, tiny3: Path) -> None:
+    bad = folder / "masks" / "im1.png"
+    save_mask(bad, np.zeros((10, 30), np.uint8), "L")
+    image = folder / "images" / "im1.png"
+    fails_with(
+        f"image and mask sizes differ for 'im1': {image} is 30x20, {bad} is 30x10. Give every "
+        "mask its image's exact size.",
+        "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+    )  # fmt: skip
+
+
+def test_missing_files(tmp_path: Path, tiny21: Path) -> None:
+    voc = make_voc(tmp_path, {"val": ["a", "b", "c"]})
+    (voc / "JPEGImages" / "b.jpg").unlink()
+    (voc / "SegmentationClass" / "c.png").unlink()
+    fails_with(
+        f"2 files listed by split 'val' are missing: {voc / 'JPEGImages' / 'b.jpg'}, "
+        f"{voc / 'SegmentationClass' / 'c.png'}. Check the data root and the split list.",
+        "--data-root", str(voc), "--model", str(tiny21),
+    )  # fmt: skip
+
+
+def test_empty_split(tmp_path: Path, tiny21: Path) -> None:
+    voc = make_voc(tmp_path, {"val": ["a"]})
+    listing = voc / "ImageSets" / "Segmentation" / "val.txt"
+    listing.write_text("\n# nothing here\n")
+    fails_with(
+        f"split 'val' ({listing}) lists no images. Add image ids to it, one per line.",
+        "--data-root", str(voc), "--model", str(tiny21),
+    )  # fmt: skip
+
+
+def test_unknown_split(tmp_path: Path, tiny21: Path) -> None:
+    voc = make_voc(tmp_path, {"val": ["a"], "train": ["b"]})
+    path = voc / "ImageSets" / "Segmentation" / "test.txt"
+    fails_with(
+        f"split 'test' not found: {path} does not exist. Use one of: train, val, or give the "
+        "path of a list file.",
+        "--data-root", str(voc), "--split", "test", "--model", str(tiny21),
+    )  # fmt: skip
+
+
+def test_missing_data_root(tmp_path: Path, tiny21: Path) -> None:
+    fails_with(
+        "no data root given. Pass --data-root or set DEEPLAB_DATA_ROOT to the data set folder.",
+        "--model", str(tiny21),
+    )  # fmt: skip
+    fails_with(
+        f"data root {tmp_path / 'nowhere'} does not exist. Give --data-root (or "
+        "DEEPLAB_DATA_ROOT) as .../VOCdevkit or .../VOCdevkit/VOC2012.",
+        "--data-root", str(tmp_path / "nowhere"), "--model", str(tiny21),
+    )  # fmt: skip
+
+
+def test_class_count_mismatch(folder: Path, tiny21: Path) -> None:
+    fails_with(
+        "the model predicts 21 classes but the folder data set (split 'all') has 3. Evaluate a "
+        "model trained for this data set's classes, or fine-tune one on it with "
+        "`deeplab finetune`.",
+        "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny21),
+    )  # fmt: skip
+
+
+def test_report_folder_that_is_not_a_report(folder, tiny3, tmp_path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "thesis.tex").write_text("mine")
+    fails_with(
+        f"{tmp_path / 'taken'} already holds files that are not an eval report. Give --report "
+        "a new or empty folder (an earlier report there is replaced).",
+        "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+        "--report", str(tmp_path / "taken"),
+    )  # fmt: skip
+
+
+def test_bad_option_values(folder: Path, tiny3: Path) -> None:
+    for args, text in [
+        (("--scales", "1,-0.5"), "has a scale that is not positive"),
+        (("--os", "4"), "'4' is not one of '8', '16'"),
+        (("--batch-size", "0"), "0 is not in the range x>=1"),
+        (("--dataset", "coco"), "'coco' is not one of 'voc', 'folder'"),
+    ]:
+        code, _, err = run("--data-root", str(folder), "--model", str(tiny3), *args)
+        assert code == 2 and text in err, err

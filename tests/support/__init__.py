@@ -1,0 +1,1 @@
+"""Builders shared by the tests: data sets, synthetic images, a fake Hub, TFLite files."""
