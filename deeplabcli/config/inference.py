@@ -45,8 +45,8 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         self.scales = tuple(float(s) for s in self.scales)
         self._check(
-            (bool(self.scales) and all(s > 0 for s in self.scales), "scales must be positive"),
             (all(math.isfinite(s) for s in self.scales), "scales must be finite numbers"),
+            (bool(self.scales) and all(s > 0 for s in self.scales), "scales must be positive"),
             (self.batch_size >= 1, "batch size must be at least 1"),
             (self.streams is None or self.streams >= 1, "streams must be at least 1"),
             (self.backend in BACKENDS, f"unknown backend {self.backend!r}"),
