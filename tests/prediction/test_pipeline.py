@@ -17,12 +17,12 @@ from PIL import Image
 import deeplabcli
 from deeplabcli import build_model
 from deeplabcli.data.images import read_image
-from deeplabcli.prediction.outputs import index_png, overlay_png, palette_png, write_png
 from deeplabcli.data.palette import voc_palette
 from deeplabcli.distributed import World, shard, world_from_env
 from deeplabcli.errors import ConfigError, ImageReadError, OutputWriteError
 from deeplabcli.inference.segmenter import Segmenter
 from deeplabcli.prediction.inputs import expand_inputs, plan_outputs
+from deeplabcli.prediction.outputs import index_png, overlay_png, palette_png, write_png
 from deeplabcli.prediction.pipeline import class_shares
 
 
