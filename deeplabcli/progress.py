@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -95,24 +96,47 @@ def progress_bar(
         _RateColumn(unit),
         TimeElapsedColumn(),
         TextColumn("eta"),
-        TimeRemainingColumn(),
+        _RemainingColumn(),
         TextColumn("{task.fields[status]}"),
     ]
     with Progress(*columns, console=stderr_console(), transient=False) as progress:
-        task = progress.add_task(description, total=total, completed=completed, status="")
+        task = progress.add_task(
+            description, total=total, completed=completed, status="", start_completed=completed
+        )
         yield ProgressHandle(progress, task)
 
 
-class _RateColumn(TextColumn):
-    """Units per second, from rich's own speed estimate."""
+def throughput(task: Any) -> float | None:
+    """Units per second of a rich task: the work done since its bar started over the time since
+    it started (None before any). rich's own ``task.speed`` divides by the time between the first
+    and the last update in its window instead, which is far too short when results arrive in
+    bursts: a batch of 16 images reported at once read as thousands of images per second."""
+    elapsed = task.finished_time if task.finished else task.elapsed
+    done = task.completed - task.fields.get("start_completed", 0)
+    return done / elapsed if elapsed and done > 0 else None
+
+
+class _RateColumn(ProgressColumn):
+    """Units per second: the real throughput (:func:`throughput`)."""
 
     def __init__(self, unit: str) -> None:
-        super().__init__("")
+        super().__init__()
         self.unit = unit
 
-    def render(self, task: Any) -> Any:  # type: ignore[override]
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"- {self.unit}/s")
+    def render(self, task: Any) -> Text:
+        rate = throughput(task)
+        return Text(f"{rate:.2f} {self.unit}/s" if rate else f"- {self.unit}/s")
+
+
+class _RemainingColumn(ProgressColumn):
+    """Time left at the real throughput: ``m:ss`` (``-:--`` while unknown)."""
+
+    def render(self, task: Any) -> Text:
+        rate = throughput(task)
+        if task.total is None or not rate:
+            return Text("-:--:--")
+        seconds = max(0, round((task.total - task.completed) / rate))
+        return Text(f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}")
 
 
 def print_table(
@@ -121,11 +145,34 @@ def print_table(
     rows: Sequence[Sequence[Any]],
     *,
     justify: Sequence[str] | None = None,
+    whole: Sequence[int] = (),
+    optional: Sequence[int] = (),
 ) -> None:
-    """A table on stderr; ``justify`` gives each column's alignment ("left"/"right")."""
-    table = Table(title=title, title_justify="left")
-    for i, name in enumerate(columns):
-        table.add_column(name, justify=(justify[i] if justify else "left"))  # type: ignore[arg-type]
-    for row in rows:
-        table.add_row(*(Text(_fmt(v)) for v in row))  # Text: no markup in data
-    stderr_console().print(table)
+    """A table on stderr; ``justify`` gives each column's alignment ("left"/"right").
+
+    Columns whose index is in ``whole`` (names people copy) are never cut or wrapped. When the
+    table is wider than the terminal, the ``optional`` columns are left out, in that order,
+    until it fits; what still does not fit wraps, long words folded rather than cut."""
+    console = stderr_console()
+    cells = [[_fmt(v) for v in row] for row in rows]
+    shown = list(range(len(columns)))
+    dropped = list(optional)
+    while True:
+        table = Table(title=title, title_justify="left")
+        for i in shown:
+            keep = i in whole
+            table.add_column(
+                columns[i],
+                justify=(justify[i] if justify else "left"),  # type: ignore[arg-type]
+                no_wrap=keep,
+                overflow="ignore" if keep else "fold",
+                min_width=max((len(row[i]) for row in cells), default=0) if keep else None,
+            )
+        for row in cells:
+            table.add_row(*(Text(row[i]) for i in shown))  # Text: no markup in data
+        natural = Measurement.get(console, console.options.update_width(1 << 16), table)
+        wide = natural.maximum > console.width
+        if not (wide and dropped):
+            break
+        shown.remove(dropped.pop(0))
+    console.print(table)

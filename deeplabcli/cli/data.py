@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..config.constants import default_workers
 from ..data import DATA_ROOT_ENV, DATASET_KINDS
 
 FOLDER_LAYOUT = """\b
@@ -46,7 +47,8 @@ def data() -> None:
 def prepare_voc_command(sbd: Path, voc: Path, overwrite: bool, quiet: bool) -> None:
     """Write SegmentationClassAug and trainaug.txt (SBD train+val + VOC train − VOC val).
 
-    Needs scipy (pip install 'deeplabcli[sbd]'). Safe to re-run: finished masks are kept.
+    Needs scipy: pip install ".[sbd]" in the deeplabcli checkout, or pipx inject deeplabcli
+    scipy. Safe to re-run: finished masks are kept.
     """
     from ..data.sbd import prepare_voc
     from ..progress import progress_bar
@@ -92,7 +94,7 @@ def prepare_voc_command(sbd: Path, voc: Path, overwrite: bool, quiet: bool) -> N
 def convert_masks_command(
     source: Path, output: Path, classes_file: Path | None, overwrite: bool
 ) -> None:
-    """Turn colour (RGB) masks into palette PNGs of class indices.
+    """Turn colour (RGB) masks (a folder of them, or one file) into palette PNGs of class indices.
 
     Each colour maps to the class with that colour (VOC's palette, or the colours in
     --classes); the VOC void colour (224, 224, 192) becomes 255 (ignore).
@@ -130,26 +132,37 @@ def convert_masks_command(
     help=f"Data set folder (default: ${DATA_ROOT_ENV}).",
 )
 @click.option("--split", default=None, help="Split name or list file [default: val / all].")
-@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--workers",
+    default=default_workers,
+    show_default="the CPUs available, at most 4",
+    type=click.IntRange(1, 64),
+    help="Threads reading the images and masks.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def check_command(
     kind: str, data_root: Path | None, split: str | None, workers: int, as_json: bool, quiet: bool
 ) -> None:
-    """Read every image and mask of a split and report all problems (exit 1 if any)."""
+    """Read every image and mask of a split and report all problems, grouped by kind (exit 1
+    if any): missing files, unreadable files, colour masks, label values out of range, size
+    mismatches. Ids the split lists more than once are noted."""
     from ..data import open_dataset
-    from ..data.check import check_dataset, distinct_samples
+    from ..data.check import PROBLEM_KINDS, check_dataset, distinct_samples
     from ..progress import print_table, progress_bar
 
     split = split or ("val" if kind == "voc" else "all")
-    dataset = open_dataset(kind, data_root, split)
+    dataset = open_dataset(kind, data_root, split, check_files=False)
     total = len(distinct_samples(dataset))
     with progress_bar(total, "checking", disable=quiet or as_json, unit="img") as bar:
         report = check_dataset(dataset, workers=workers, on_progress=bar.advance)
+    groups = report.grouped()
     if as_json:
         payload = {
             "images": report.images,
-            "problems": [{"id": i, "error": m} for i, m in report.problems],
+            "problems": [{"id": p.id, "kind": p.kind, "error": p.message} for p in report.problems],
+            "problem_counts": {kind: len(found) for kind, found in groups.items()},
+            "duplicates": report.duplicates,
             "images_per_class": dict(
                 zip(dataset.class_names, report.images_per_class, strict=True)
             ),
@@ -169,11 +182,22 @@ def check_command(
             rows,
             justify=["left", "right", "right"],
         )
-        for image_id, problem in report.problems:
-            click.echo(f"{image_id}: {problem}", err=True)
+        for kind, found in groups.items():
+            click.echo(f"{PROBLEM_KINDS[kind]} ({len(found)}):", err=True)
+            for problem in found:
+                click.echo(f"  {problem.id}: {problem.message}", err=True)
+        if report.duplicates:
+            listed = ", ".join(f"{i} ({n}×)" for i, n in report.duplicates.items())
+            click.echo(
+                f"Note: {len(report.duplicates)} ids are listed more than once: {listed}. "
+                "Training sees them that often (as a bootstrapped list intends); "
+                "`deeplab eval` refuses such a split.",
+                err=True,
+            )
+        bad = report.images_with_problems
         click.echo(
-            f"{report.images - len(report.problems)} of {report.images} images OK"
-            + (f", {len(report.problems)} with problems." if report.problems else ".")
+            f"{report.images - bad} of {report.images} images OK"
+            + (f", {bad} with problems." if bad else ".")
         )
     if report.problems:
         click.get_current_context().exit(1)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..config.constants import default_workers
 from ..data import DATASET_KINDS
 from .options import inference_options, model_option
 
@@ -43,8 +44,8 @@ RANK_ERROR_GRACE_S = 5.0
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
+    default=lambda: default_workers(2),
+    show_default="the CPUs available, at most 2",
     help="Background processes that read images (0 = read in the main process).",
 )
 @inference_options
@@ -87,7 +88,7 @@ def eval_command(
     """
     from ..config import EvalConfig
     from ..distributed import current_world
-    from ..errors import DeeplabError
+    from ..errors import DeeplabError, ReportWriteError
     from ..evaluation.protocol import run_evaluation
 
     config = EvalConfig(
@@ -101,8 +102,11 @@ def eval_command(
         worst=worst,
         **inference,
     )
+    report_error: ReportWriteError | None = None
     try:
         result = run_evaluation(config, progress=not quiet)
+    except ReportWriteError as error:  # rank 0: show the numbers, then say what failed
+        result, report_error = error.result, error  # type: ignore[assignment]
     except DeeplabError as error:
         world = current_world()
         if world.is_main:
@@ -121,6 +125,8 @@ def eval_command(
         click.echo(json.dumps(result.to_json()))
     elif quiet:
         click.echo(_summary_line(result), err=True)
+    if report_error is not None:
+        raise report_error
     if report and not quiet:
         click.echo(f"Report written to {report}", err=True)
 

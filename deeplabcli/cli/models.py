@@ -33,14 +33,15 @@ def models_command(as_json: bool) -> None:
             r["name"] + (" *" if r["default"] else ""),
             r["backbone"],
             r["num_classes"] or "-",
-            _short_source(r["source"]),
+            "package" if r["embedded"] else _short_source(r["source"]),
             r["metric_short"] or "-",
-            "yes" if r["cached"] else "no",
+            "embedded" if r["embedded"] else "yes" if r["cached"] else "no",
         )
         for r in rows
     ]
     columns = ("name", "backbone", "classes", "source", "reported", "cached")
-    print_table("Pretrained models (* = default)", columns, table)
+    # names are what people copy: never cut; narrow terminals lose source, classes, backbone
+    print_table("Pretrained models (* = default)", columns, table, whole=(0,), optional=(3, 2, 1))
 
 
 def _card_summary(card: Any, cached: bool) -> dict[str, Any]:
@@ -48,6 +49,7 @@ def _card_summary(card: Any, cached: bool) -> dict[str, Any]:
     return {
         "name": card.name,
         "default": card.default,
+        "embedded": card.embedded,
         "description": card.description,
         "format": card.format,
         "architecture": card.architecture,
@@ -113,40 +115,62 @@ def convert_command(src: str, output: Path, overwrite: bool) -> None:
     click.echo(str(written))
 
 
-@click.command("info", short_help="Describe a model: architecture, classes, size.")
+@click.command("info", short_help="Describe a model: architecture, classes, licence.")
 @click.argument("ref", metavar="REF")
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON on stdout.")
 def info_command(ref: str, as_json: bool) -> None:
-    """Describe model REF: architecture, output stride, classes, preprocessing, parameters.
+    """Describe model REF: architecture, output stride, classes, preprocessing, parameters,
+    licence and provenance.
 
     REF: a model name from `deeplab models`, a checkpoint directory, a .safetensors, .pth or
-    .tflite file, or a Hugging Face Hub repo owner/name[@revision].
+    .tflite file, or a Hugging Face Hub repo owner/name[@revision]. A model name is described
+    from its card (and its weights when they are embedded or cached): nothing is downloaded.
     """
-    from ..weights.resolve import describe_model, load_model
+    from ..weights.describe import describe_reference
 
-    info = describe_model(load_model(ref))
+    info = describe_reference(ref)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    for key, value in _info_lines(info):
+        click.echo(f"{key + ':':<24}{value}".rstrip())
+
+
+def _info_lines(info: dict[str, Any]) -> list[tuple[str, Any]]:
+    card = info.get("card")
+    lines: list[tuple[str, Any]] = []
+    if card:
+        lines += [("name", card["name"] + (" (default)" if card["default"] else "")),
+                  ("description", card["description"])]  # fmt: skip
+    lines += [("architecture", info["architecture"]), ("backbone", info["backbone"])]
+    if "head" in info:
+        head = info["head"]
+        if info["aspp_rates"]:
+            head += f", ASPP rates {', '.join(map(str, info['aspp_rates']))}"
+        if info["image_pooling"]:
+            head += ", image pooling"
+        lines += [("output stride", info["output_stride"]), ("head", head),
+                  ("aux head", info["aux_head"])]  # fmt: skip
+    if info["classes"]:
+        lines.append(("classes", f"{info['num_classes']}: {', '.join(info['classes'])}"))
     pre = info["preprocessing"]
-    resize = f"fit {pre['size']}" if pre["resize"] == "fit" else "none (whole image)"
-    head = info["head"]
-    if info["aspp_rates"]:
-        head += f", ASPP rates {', '.join(map(str, info['aspp_rates']))}"
-    if info["image_pooling"]:
-        head += ", image pooling"
-    lines = [
-        ("architecture", info["architecture"]),
-        ("backbone", info["backbone"]),
-        ("output stride", info["output_stride"]),
-        ("head", head),
-        ("aux head", info["aux_head"]),
-        ("classes", f"{info['num_classes']}: {', '.join(info['classes'])}"),
-        ("mean / std", f"{pre['mean']} / {pre['std']}"),
-        ("resize", resize),
-        ("parameters", f"{info['parameters']:,}"),
-    ]
+    if pre:
+        resize = f"fit {pre['size']}" if pre["resize"] == "fit" else "none (whole image)"
+        lines += [("mean / std", f"{list(pre['mean'])} / {list(pre['std'])}"), ("resize", resize)]
+    if info["parameters"] is not None:
+        lines.append(("parameters", f"{info['parameters']:,}"))
+    if card:
+        where = "embedded in deeplabcli" if card["embedded"] else (
+            "cached" if card["on_this_machine"] else
+            f"not downloaded (`deeplab download {card['name']}` fetches it)"
+        )  # fmt: skip
+        lines += [("weights", where), ("source", card["source"]),
+                  ("license", card["license"])]  # fmt: skip
+        lines += [("  file", path) for path in card["license_files"]]
+        if card["metric"]:
+            lines.append(("reported", f"{card['metric']}, {card['metric_source']}"))
+        if card["upstream"]:
+            lines += [("made from", ""), *((f"  {k}", v) for k, v in card["upstream"].items())]
     provenance = [(f"  {k}", v) for k, v in info["provenance"].items() if v is not None]
     lines += [("provenance", ""), *provenance] if provenance else []
-    for key, value in lines:
-        click.echo(f"{key + ':':<24}{value}".rstrip())
+    return lines

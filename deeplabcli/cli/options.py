@@ -1,7 +1,7 @@
 """Options shared by several commands: the model reference and the inference options.
 
 :func:`inference_options` adds ``--os``, ``--scales``, ``--flip``, ``--device``,
-``--batch-size`` and ``--streams`` to a command and hands them to it as one ``inference``
+``--batch-size``, ``--streams``, ``--tile`` and ``--tile-overlap`` to a command and hands them to it as one ``inference``
 mapping of :class:`~deeplabcli.config.InferenceConfig` fields, so predict and eval declare them
 once and pass them on whole (``PredictConfig(**inference, ...)``).
 """
@@ -14,8 +14,12 @@ from typing import Any
 
 import click
 
+from ..config import InferenceConfig
+
 #: The CLI's names of the InferenceConfig fields it sets (parameter name → field name).
-INFERENCE_PARAMS = ("output_stride", "scales", "flip", "device", "batch_size", "streams")
+INFERENCE_PARAMS = (
+    "output_stride", "scales", "flip", "device", "batch_size", "streams", "tile", "tile_overlap",
+)  # fmt: skip
 
 
 class ScalesType(click.ParamType):
@@ -95,6 +99,23 @@ def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="CPU: batches that run side by side, sharing the threads (default: 2 for small "
             "models such as MobileNetV2 at batch size 1, whose layers cannot keep many threads "
             "busy; else 1).",
+        ),
+        click.option(
+            "--tile",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="SIZE",
+            help="Keep images at their own resolution and run those larger than SIZE pixels in "
+            "overlapping SIZE×SIZE windows (--batch-size windows per pass), e.g. the model's "
+            "input size. Default: whole images.",
+        ),
+        click.option(
+            "--tile-overlap",
+            type=click.FloatRange(min=0, max=1, max_open=True),
+            default=InferenceConfig.tile_overlap,
+            show_default=True,
+            metavar="FRACTION",
+            help="With --tile: how much neighbouring windows overlap, a fraction of SIZE in [0, 1).",
         ),
     ]
     for option in reversed(options):

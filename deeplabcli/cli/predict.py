@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..config import MASK_FORMATS
 from .options import inference_options, model_option
 
 # OpenMP worker threads that spin between parallel regions (libgomp's default) collapse when
@@ -26,17 +27,25 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 @click.option(
     "-o",
     "--output",
-    help="Mask file (one input, .png) or folder. Default: <stem>_mask.png next to each image.",
+    help="Mask file (one input: .png, .npz for probs, .mp4/.mkv for a video) or folder. "
+    "Default: <stem>_mask.png (.npz; videos .mkv, overlays .mp4) next to each input.",
 )
 @model_option("default: the default model card, downloaded and cached on first use")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["palette", "index", "overlay"]),
+    type=click.Choice(MASK_FORMATS),
     default="palette",
     show_default=True,
     help="palette: colour PNG holding class indices; index: grayscale class indices; "
-    "overlay: the photo with coloured classes and a legend.",
+    "overlay: the photo with coloured classes and a legend; probs: .npz of the class "
+    "probabilities (float16, C×H×W); confidence: grayscale PNG of the top-class probability. "
+    "Videos: palette, index (lossless) or overlay (H.264).",
+)
+@click.option(
+    "--frames-dir",
+    metavar="DIR",
+    help="Videos: write each frame's mask as DIR/<video stem>/<frame>.png instead of a video.",
 )
 @inference_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per image on stdout.")
@@ -48,16 +57,19 @@ def predict_command(
     model_ref: str | None,
     inference: dict[str, Any],
     fmt: str,
+    frames_dir: str | None,
     as_json: bool,
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Segment images: files, folders (searched recursively) and glob patterns.
+    """Segment images (files, folders searched recursively, glob patterns) and videos.
 
     \b
       deeplab predict photo.jpg -o mask.png
       deeplab predict photos/ -o masks/ --format overlay
       deeplab predict "data/**/*.jpg" -o masks/ --os 8 --flip --json
+      deeplab predict big.jpg -o mask.png --tile 513
+      deeplab predict clip.mp4 -o out.mp4 --format overlay
     """
     from ..config import PredictConfig
     from ..distributed import current_world
@@ -67,6 +79,7 @@ def predict_command(
     config = PredictConfig(
         output=output,
         format=fmt,
+        frames_dir=frames_dir,
         overwrite=overwrite,
         **inference,
     )
@@ -90,15 +103,19 @@ def predict_command(
         click.echo(f"Error: {failure.message}", err=True)
     if not quiet and current_world().is_main:
         click.echo(
-            _summary_line(summary.written, summary.skipped, summary.failed, summary.seconds),
+            _summary_line(
+                summary.written, summary.skipped, summary.failed, summary.seconds, summary.frames
+            ),
             err=True,
         )
     if summary.failed:
         sys.exit(1)
 
 
-def _summary_line(written: int, skipped: int, failed: int, seconds: float) -> str:
+def _summary_line(written: int, skipped: int, failed: int, seconds: float, frames: int = 0) -> str:
     rate = f" ({written / seconds:.2f} images/s)" if written and seconds > 0 else ""
+    if frames:  # videos count one mask each: their rate is in frames
+        rate = f" ({frames} video frame{'s' if frames != 1 else ''}, {frames / seconds:.1f}/s)"
     parts = [f"Wrote {written} mask{'s' if written != 1 else ''} in {seconds:.1f} s{rate}"]
     if skipped:
         parts.append(f"{skipped} skipped (already exist; --overwrite replaces them)")

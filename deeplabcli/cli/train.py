@@ -10,6 +10,7 @@ on the command line or by their environment variable (``DEEPLAB_DATA_ROOT`` for
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ import click
 from click.core import ParameterSource
 
 from ..config import HARD_CLASSES, TrainConfig
+from ..config.constants import default_workers
+from ..config.fields import check_fields
 from ..data import DATASET_KINDS
 from ..errors import ConfigError
 
@@ -29,6 +32,8 @@ else:  # pragma: no cover - Python 3.10
 
 #: click parameter name → TrainConfig field, where they differ
 FIELD_NAMES = {"model_arch": "arch", "os": "output_stride"}
+#: the tables a --config file may hold, one per command
+CONFIG_TABLES = ("train", "finetune")
 #: click parameters that are not TrainConfig fields
 NOT_FIELDS = ("config", "quiet", "ref")
 _GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
@@ -53,7 +58,8 @@ class IntList(click.ParamType):
 
 
 def _default(name: str) -> Any:
-    return _DEFAULTS[name].default
+    field = _DEFAULTS[name]
+    return field.default_factory if field.default is dataclasses.MISSING else field.default
 
 
 def _options(specs: list[Callable[[Callable], Callable]]) -> Callable[[Callable], Callable]:
@@ -72,6 +78,7 @@ def _data_options(stage: dict[str, Any]) -> list[Callable[[Callable], Callable]]
         click.option("--data-root", envvar="DEEPLAB_DATA_ROOT", show_envvar=True, help="VOCdevkit (or VOC2012) or a custom data set folder."),
         click.option("--split", default=stage.get("split", _default("split")), show_default=True, help="Split name or list file (e.g. from `deeplab bootstrap`)."),
         click.option("--num-classes", type=click.IntRange(min=1), help="Class count; re-initialises the classifier of an init model with another count."),
+        click.option("--reinit-classifier", is_flag=True, help="Re-initialise the init model's classifier (and aux head) even when its classes match."),
     ]  # fmt: skip
 
 
@@ -85,14 +92,17 @@ def _optim_options(stage: dict[str, Any]) -> list[Callable[[Callable], Callable]
         click.option("--os", type=click.IntRange(min=1), default=stage.get("output_stride", 16), show_default=True, help="Output stride to train at."),
         opt("--crop-size", "crop_size", click.IntRange(min=1), "Square training crop (pixels)."),
         opt("--batch-size", "batch_size", click.IntRange(min=1), "Images per iteration over all processes."),
+        opt("--accumulate", "accumulate", click.IntRange(min=1), "Micro-batches per step: each process sums the gradients of N micro-batches of batch / (processes x N) images. With BN frozen the step is unchanged; trained BN normalises each micro-batch alone, a smaller BN batch than the recipe's."),
         opt("--lr", "lr", click.FloatRange(min=0, min_open=True), "Base learning rate (poly schedule, power 0.9)."),
+        opt("--classifier-lr-mult", "classifier_lr_mult", click.FloatRange(min=0, min_open=True), "Learning-rate multiplier of the classifier and aux head (TF DeepLab's last_layer_gradient_multiplier)."),
         opt("--iters", "iters", click.IntRange(min=1), "Training iterations."),
         opt("--momentum", "momentum", click.FloatRange(0, 1, max_open=True), "SGD momentum."),
         opt("--weight-decay", "weight_decay", click.FloatRange(min=0), "L2 on conv weights."),
         opt("--bn-momentum", "bn_momentum", click.FloatRange(0, 1), "BN momentum (1 - TF decay 0.9997)."),
         click.option("--freeze-bn/--train-bn", default=stage.get("freeze_bn", False), show_default=True, help="Keep BN statistics and parameters fixed."),
         click.option("--aux-loss", is_flag=True, help="Train an auxiliary FCN head on block3 (weight 0.4)."),
-        click.option("--amp/--no-amp", default=None, help="Mixed precision [default: on with CUDA]."),
+        click.option("--amp/--no-amp", default=None, help="Mixed precision for the network; the loss is float32 either way. --no-amp: strictly float32 [default: on with CUDA]."),
+        click.option("--deterministic", is_flag=True, help="Deterministic algorithms (no cuDNN benchmark, CUBLAS_WORKSPACE_CONFIG=:4096:8): identical runs give identical weights on CUDA too."),
     ]  # fmt: skip
 
 
@@ -101,7 +111,7 @@ def _run_options() -> list[Callable[[Callable], Callable]]:
         click.option("--val-split", help="Evaluate mIoU on this split during training."),
         click.option("--val-every", type=click.IntRange(min=1), default=_default("val_every"), show_default=True),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
-        click.option("--workers", type=click.IntRange(min=0), default=_default("workers"), show_default=True, help="Data loading processes."),
+        click.option("--workers", type=click.IntRange(min=0), default=_default("workers"), show_default="the CPUs available, at most 4", help="Data loading processes."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ..."),
         click.option("--out", default=_default("out"), show_default=True, type=click.Path(file_okay=False), help="Run directory (a checkpoint directory)."),
         click.option("--save-every", type=click.IntRange(min=1), default=_default("save_every"), show_default=True, help="Checkpoint every N iterations."),
@@ -113,8 +123,11 @@ def _run_options() -> list[Callable[[Callable], Callable]]:
 
 
 def read_config_file(path: str, section: str) -> dict[str, Any]:
-    """The options in a TOML file: its ``[section]`` table if it has one, else its top level.
-    Keys are TrainConfig fields or option names (``crop-size``, ``os``, ``model-arch``)."""
+    """The options in a TOML file: its top-level keys, with its ``[section]`` table over them
+    (the other command's table is checked too, but not used). Keys are TrainConfig fields or
+    option names (``crop-size``, ``os``, ``model-arch``). Every value is type-checked; a table
+    or key that no command reads is an error naming it."""
+    where = f"config file {path}"
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
@@ -122,17 +135,30 @@ def read_config_file(path: str, section: str) -> dict[str, Any]:
             f"cannot read config file {path} ({error.strerror}). Check the path."
         ) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{where} is not valid TOML ({error}). Fix the file.") from None
+    tables = [k for k, v in data.items() if isinstance(v, dict)]
+    unknown = [t for t in tables if t not in CONFIG_TABLES]
+    if unknown:
         raise ConfigError(
-            f"config file {path} is not valid TOML ({error}). Fix the file."
-        ) from None
-    table = data.get(section, data)
-    keys = ((k.replace("-", "_"), v) for k, v in table.items() if not isinstance(v, dict))
-    return {FIELD_NAMES.get(k, k): v for k, v in keys}
+            f"{where} has a table [{unknown[0]}] that no command reads. Use "
+            f"{' or '.join(f'[{t}]' for t in CONFIG_TABLES)}, or keys at the top level."
+        )
+    layers = {"": {k: v for k, v in data.items() if k not in tables}}
+    layers.update({f"{t}.": data[t] for t in tables})
+    values: dict[str, Any] = {}
+    for prefix, table in layers.items():
+        keys = ((str(k).replace("-", "_"), v) for k, v in table.items())
+        named = {FIELD_NAMES.get(k, k): v for k, v in keys}
+        checked = check_fields(TrainConfig, named, where=where, prefix=prefix)
+        if prefix in ("", f"{section}."):
+            values.update(checked)
+    return values
 
 
 def build_config(ctx: click.Context, stage: dict[str, Any], section: str) -> TrainConfig:
     """Defaults (``stage`` over TrainConfig's) ← ``--config`` file ← options given; with
-    ``--resume`` the run's saved settings replace the defaults."""
+    ``--resume`` the run's saved settings replace the defaults. A value the file makes invalid
+    is reported with the file's name."""
     from ..training.run_dir import read_run_config
 
     params = ctx.params
@@ -143,12 +169,27 @@ def build_config(ctx: click.Context, stage: dict[str, Any], section: str) -> Tra
     }
     path = params.get("config")
     from_file = read_config_file(path, section) if path else {}
-    where = f"config file {path}" if path else "options"
+    where = f"config file {path}" if path else "command-line options"
     if given.get("resume") or from_file.get("resume"):
         out = given.get("out") or from_file.get("out") or _default("out")
         base = read_run_config(out).to_dict()
-        return TrainConfig.from_dict({**base, **from_file, **given, "resume": True}, where=where)
-    return TrainConfig.from_dict({**stage, **from_file, **given}, where=where)
+        given = {**given, "resume": True}
+    else:
+        base = stage
+    try:
+        return TrainConfig.from_dict({**base, **from_file, **given}, where=where)
+    except ConfigError as error:
+        if from_file and _valid({**base, **given}):  # the file's values make it invalid
+            raise ConfigError(f"{where}: {error}") from None
+        raise
+
+
+def _valid(values: dict[str, Any]) -> bool:
+    try:
+        TrainConfig.from_dict(values)
+    except ConfigError:
+        return False
+    return True
 
 
 def _finish(result: Any) -> None:
@@ -255,8 +296,8 @@ def finetune(ctx: click.Context, ref: str, **_: Any) -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
+    default=default_workers,
+    show_default="the CPUs available, at most 4",
     help="Threads reading masks.",
 )
 def bootstrap(dataset: str, data_root: str | None, split: str, classes: str, copies: int, output: str | None, workers: int) -> None:  # fmt: skip

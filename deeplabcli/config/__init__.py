@@ -20,6 +20,7 @@ from .constants import (
 from .inference import (
     BACKENDS,
     MASK_FORMATS,
+    TILE_BLENDS,
     EvalConfig,
     InferenceConfig,
     PredictConfig,
@@ -42,6 +43,7 @@ __all__ = [
     "INCEPTION_STD",
     "MASK_FORMATS",
     "RESIZE_POLICIES",
+    "TILE_BLENDS",
     "TRAIN_RUNTIME_FIELDS",
     "VOC_CLASSES",
     "EvalConfig",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 IGNORE_INDEX = 255
 
 #: PASCAL VOC 2012 class names in index order (paper, "PASCAL VOC class order").
@@ -31,6 +33,21 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
     if num_classes == len(VOC_CLASSES):
         return VOC_CLASSES
     return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what a container or ``taskset``
+    grants), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(cap: int = 4) -> int:
+    """How many data-loading workers to start by default: one per available CPU, at most
+    ``cap`` (more than the CPUs only compete with the main process, and torch warns)."""
+    return min(cap, available_cpus())
 
 
 #: The data set kinds that ``open_dataset`` (``--dataset``) accepts.

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
-from .constants import DATASETS
+from .constants import DATASETS, default_workers
 
 #: Where the network runs. More runtimes (ONNX Runtime, OpenVINO) join with model export.
 BACKENDS = ("torch",)
-MASK_FORMATS = ("palette", "index", "overlay")
+#: What ``deeplab predict`` writes: masks (palette, index, overlay) or class probabilities
+#: (probs: .npz float16 (C, H, W); confidence: a grayscale PNG of the top-class probability).
+MASK_FORMATS = ("palette", "index", "overlay", "probs", "confidence")
+#: How tiled inference blends the logits of overlapping windows (see inference/tiles.py).
+TILE_BLENDS = ("falloff", "mean")
 
 
 @dataclass
@@ -38,6 +42,10 @@ class InferenceConfig:
     streams: int | None = None  # CPU: batches run side by side, each on threads/streams
     # threads; None = 2 for small models (MobileNetV2) at batch size 1, else 1; 1 on CUDA
     backend: str = "torch"  # where the network runs: one of BACKENDS
+    tile: int | None = None  # cut images larger than this into overlapping windows of this
+    # side (pixels), kept at their own resolution × scale; None = whole images
+    tile_overlap: float = 0.25  # overlap of neighbouring windows, a fraction of the side in [0, 1)
+    tile_blend: str = "falloff"  # window logits: "falloff" weights or "mean" (mmseg's)
 
     #: what the error messages call these options ("Fix the <what> option.")
     what: ClassVar[str] = "inference"
@@ -50,6 +58,9 @@ class InferenceConfig:
             (self.batch_size >= 1, "batch size must be at least 1"),
             (self.streams is None or self.streams >= 1, "streams must be at least 1"),
             (self.backend in BACKENDS, f"unknown backend {self.backend!r}"),
+            (self.tile is None or self.tile >= 1, "tile size must be at least 1 pixel"),
+            (0 <= self.tile_overlap < 1, "tile overlap must be at least 0 and below 1"),
+            (self.tile_blend in TILE_BLENDS, f"tile blend must be one of {', '.join(TILE_BLENDS)}"),
         )
 
     def _check(self, *checks: tuple[bool, str]) -> None:
@@ -75,6 +86,8 @@ class PredictConfig(InferenceConfig):
     output: str | None = None  # one input: a .png file or a folder; several: a folder;
     # None = "<stem>_mask.png" next to each input
     format: str = "palette"  # "palette" (mode P, class indices + colours) | "index" | "overlay"
+    # | "probs" (.npz) | "confidence" (PNG); videos: palette, index or overlay
+    frames_dir: str | None = None  # videos: write per-frame PNGs into this folder instead
     overwrite: bool = False  # replace existing outputs (otherwise they are skipped)
     workers: int = 2  # background threads that decode inputs and write outputs
 
@@ -98,7 +111,8 @@ class EvalConfig(InferenceConfig):
     # folder; None = $DEEPLAB_DATA_ROOT
     split: str | None = None  # split name or list file; None = "val" (VOC), "all" (folder)
     model: str | None = None  # model reference; None = the default model card
-    workers: int = 2  # background data loading processes (0 = load in the main process)
+    workers: int = dataclasses.field(default_factory=lambda: default_workers(2))  # background
+    # data loading processes (0 = load in the main process); default: the CPUs, at most 2
     limit: int | None = None  # evaluate only the first N images of the split
     report: str | None = None  # folder for metrics.json, CSVs, charts and the worst images
     worst: int = 8  # how many lowest-mIoU images the report shows

@@ -21,6 +21,7 @@ from .constants import (
     RESIZE_POLICIES,
     default_class_names,
 )
+from .fields import check_fields
 
 
 @dataclass
@@ -180,15 +181,22 @@ class ModelConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, data: dict[str, Any], *, where: str | None = None) -> ModelConfig:
+        """Build from a parsed JSON mapping, every value type-checked
+        (:func:`~deeplabcli.config.fields.check_fields`); ``where`` (a file) starts each error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
+        lead = f"{where}: " if where else ""
         if unknown:
             raise ConfigError(
-                f"unknown model config fields: {', '.join(unknown)}. "
+                f"{lead}unknown model config fields: {', '.join(unknown)}. "
                 "The checkpoint may come from a newer deeplabcli; upgrade it."
             )
-        return cls(**data)
+        checked = check_fields(cls, data, where=where)
+        try:
+            return cls(**checked)
+        except ConfigError as error:
+            raise ConfigError(f"{lead}{error}") from None
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .constants import DATASETS
+from .constants import DATASETS, default_workers
+from .fields import check_fields
 
 #: TrainConfig fields that only say how a run executes, not what it computes: they may differ
 #: between a run and its resumption.
@@ -46,12 +47,19 @@ class TrainConfig:
     aux_loss: bool = False  # add an FCN auxiliary head on block3 (ResNets) and train it
     num_classes: int | None = None  # None = the data set's; a different count than the init
     # checkpoint's re-initialises its classifier (only when given explicitly)
+    reinit_classifier: bool = False  # re-initialise the init model's classifier (and aux
+    # head) even when its classes are the data set's: train a fresh head on its features
     init: str = "imagenet"  # "imagenet" = the ImageNet card of the backbone, "none" = random,
     # or a model reference (checkpoint, card, file, Hub repo) that initialises everything
     # --- optimisation ---
     batch_size: int = 16  # images per iteration over all processes (each takes its share)
+    accumulate: int = 1  # micro-batches per step: each process sums the gradients of
+    # `accumulate` micro-batches of batch_size / (processes × accumulate) images (the same step
+    # when BN is frozen; trained BN sees micro-batch statistics)
     lr: float = 0.007  # base learning rate of the poly schedule
     lr_power: float = 0.9  # poly exponent
+    classifier_lr_mult: float = 1.0  # lr multiplier of the classifier and aux head (TF
+    # DeepLab's last_layer_gradient_multiplier): a fresh classifier on slowly moving features
     iters: int = 30000  # iterations (optimizer steps)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4  # L2 on conv weights (not on BN parameters or biases)
@@ -59,6 +67,8 @@ class TrainConfig:
     freeze_bn: bool = False  # keep BN statistics and affine parameters fixed (paper stage 2)
     aux_weight: float = 0.4  # weight of the auxiliary loss when the model has an aux head
     amp: bool | None = None  # mixed precision; None = on for CUDA, off on CPU
+    deterministic: bool = False  # deterministic algorithms (no cuDNN benchmark, cuBLAS
+    # workspace :4096:8): identical runs give identical weights on CUDA too
     # --- validation ---
     val_split: str | None = None  # evaluate mIoU on this split every val_every iterations
     val_every: int = 2000
@@ -67,7 +77,8 @@ class TrainConfig:
     save_every: int = 1000  # write a checkpoint every N iterations (and at the end)
     log_every: int = 20  # append a metrics.jsonl line every N iterations
     seed: int = 0  # initialisation, data order and augmentation all derive from it
-    workers: int = 4  # data loading processes per training process (0 = in-process)
+    workers: int = dataclasses.field(default_factory=default_workers)  # data loading processes
+    # per training process (0 = in-process); default: the CPUs available, at most 4
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     resume: bool = False  # continue the run in `out` exactly where it stopped
     overwrite: bool = False  # replace a different run found in `out`
@@ -85,9 +96,11 @@ class TrainConfig:
             (self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}"),
             (self.crop_size >= 1, "crop_size must be positive"),
             (self.batch_size >= 1, "batch_size must be positive"),
+            (self.accumulate >= 1, "accumulate must be positive"),
             (self.iters >= 1, "iters must be positive"),
             (self.lr > 0, "lr must be positive"),
             (self.lr_power >= 0, "lr_power must not be negative"),
+            (self.classifier_lr_mult > 0, "classifier_lr_mult must be positive"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must not be negative"),
             (0 <= self.bn_momentum <= 1, "bn_momentum must be in [0, 1]"),
@@ -113,7 +126,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "training config") -> TrainConfig:
         """Build from a mapping (JSON, TOML); ``-`` in keys reads as ``_``. Unknown keys are a
-        :class:`ConfigError` listing the valid ones."""
+        :class:`ConfigError` listing the valid ones; every value is type-checked first
+        (:func:`~deeplabcli.config.fields.check_fields`: ``where`` and the key in the message)."""
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
@@ -121,10 +135,7 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown keys in {where}: {', '.join(unknown)}. Use: {', '.join(known)}."
             )
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"invalid {where} ({error}). Fix the values.") from None
+        return cls(**check_fields(cls, data, where=where))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -57,9 +57,12 @@ def open_dataset(
     split: str,
     *,
     transform: PairedTransform | None = None,
+    check_files: bool = True,
 ) -> SegmentationDataset:
     """Open a data set: ``kind`` is ``"voc"`` or ``"folder"``; ``root`` defaults to
-    ``$DEEPLAB_DATA_ROOT``; ``split`` is a split name or the path of a list file."""
+    ``$DEEPLAB_DATA_ROOT``; ``split`` is a split name or the path of a list file.
+    ``check_files=False`` opens it even when listed images or masks are missing (for
+    :func:`~deeplabcli.data.check.check_dataset`, which reports them with everything else)."""
     from ..errors import ConfigError, DatasetError
 
     if kind not in DATASET_KINDS:
@@ -72,7 +75,7 @@ def open_dataset(
     if kind == "voc":
         from .voc import VOCSegmentation
 
-        return VOCSegmentation(root, split, transform=transform)
+        return VOCSegmentation(root, split, transform=transform, check_files=check_files)
     from .folder import FolderDataset
 
-    return FolderDataset(root, split, transform=transform)
+    return FolderDataset(root, split, transform=transform, check_files=check_files)

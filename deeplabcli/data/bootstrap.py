@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import HARD_CLASSES
 from ..errors import ConfigError, OutputWriteError
-from ..files import write_text_atomic
+from ..files import check_writable, write_text_atomic
 from . import open_dataset
 from .dataset import SegmentationDataset
 
@@ -75,15 +75,17 @@ def bootstrap_split(
     data = open_dataset(dataset, data_root, split)
     wanted = check_classes(classes, data.class_names)
     indices = {data.class_names.index(n) for n in wanted}
-    if on_total is not None:
-        on_total(len(set(data.mask_paths)))
-    present = data.classes_present(workers=workers, on_progress=on_progress)
     target = Path(output).expanduser() if output is not None else default_output(data)
     source = getattr(data, "list_file", None)
     if source is not None and target.resolve() == Path(source).resolve():
         raise OutputWriteError(
             f"{target} is the list being bootstrapped. Give another output with -o."
         )
+    # before the masks are read: a list can be written there (not under a file, say)
+    check_writable(target.parent if target.is_file() else target, "Give another output with -o")
+    if on_total is not None:
+        on_total(len(set(data.mask_paths)))
+    present = data.classes_present(workers=workers, on_progress=on_progress)
     lines: list[str] = []
     per_class = dict.fromkeys(wanted, 0)
     hard = 0

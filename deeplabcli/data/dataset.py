@@ -79,6 +79,8 @@ class SegmentationDataset(Dataset):
         class_names: Sequence[str],
         palette: np.ndarray,
         transform: PairedTransform | None = None,
+        classes_file: Path | None = None,
+        check_files: bool = True,
     ) -> None:
         if not len(ids) == len(image_paths) == len(mask_paths):
             raise ValueError("ids, image_paths and mask_paths must have the same length")
@@ -94,9 +96,11 @@ class SegmentationDataset(Dataset):
         self.class_names = tuple(class_names)
         self.palette = np.asarray(palette, dtype=np.uint8)  # (256, 3) RGB per class index
         self.transform = transform
+        self.classes_file = classes_file  # where the class colours come from (None: VOC's)
         #: set by SegmentationLoader: in worker processes, return LoadFailure instead of raising
         self.capture_worker_errors = False
-        check_files_exist(self.image_paths + self.mask_paths, split)
+        if check_files:  # off only for `deeplab data check`, which reports missing files itself
+            check_files_exist(self.image_paths + self.mask_paths, split)
 
     @property
     def num_classes(self) -> int:
@@ -119,7 +123,7 @@ class SegmentationDataset(Dataset):
 
     def load_mask(self, index: int) -> np.ndarray:
         """The validated mask of sample ``index``: uint8 ``(H, W)``."""
-        return read_mask(self.mask_paths[index], self.num_classes)
+        return read_mask(self.mask_paths[index], self.num_classes, classes_file=self.classes_file)
 
     def load(self, index: int) -> Sample:
         """Sample ``index`` at its original size, validated (readable image, class-index mask,
@@ -165,7 +169,8 @@ class SegmentationDataset(Dataset):
         by_path: dict[Path, tuple[int, ...]] = {}
 
         def one(path: Path) -> tuple[Path, tuple[int, ...]]:
-            return path, classes_in_mask(read_mask(path, self.num_classes), self.num_classes)
+            mask = read_mask(path, self.num_classes, classes_file=self.classes_file)
+            return path, classes_in_mask(mask, self.num_classes)
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for path, classes in pool.map(one, unique):

@@ -116,8 +116,9 @@ def class_palette(specs: list[ClassSpec]) -> np.ndarray:
 def find_folder_root(root: str | os.PathLike[str]) -> Path:
     root = Path(root).expanduser()
     if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DatasetError(
-            f"data root {root} does not exist. Give --data-root (or DEEPLAB_DATA_ROOT) as the "
+            f"data root {root} {what}. Give --data-root (or DEEPLAB_DATA_ROOT) as the "
             "folder that holds images/, masks/ and classes.txt."
         )
     for sub in ("images", "masks"):
@@ -135,6 +136,7 @@ class FolderDataset(SegmentationDataset):
         split: str = "all",
         *,
         transform: PairedTransform | None = None,
+        check_files: bool = True,
     ) -> None:
         root = find_folder_root(root)
         self.root = root
@@ -158,7 +160,7 @@ class FolderDataset(SegmentationDataset):
         self.list_file = list_file
         image_paths = [images.get(s, root / "images" / f"{s}.jpg") for s in stems]
         mask_paths = [_find_mask(root / "masks", s) for s in stems]
-        if list_file is None:
+        if list_file is None and check_files:
             unmasked = [str(p) for p in dict.fromkeys(mask_paths) if not p.is_file()]
             if unmasked:
                 raise DatasetError(
@@ -175,6 +177,8 @@ class FolderDataset(SegmentationDataset):
             class_names=[c.name for c in self.classes],
             palette=class_palette(self.classes),
             transform=transform,
+            classes_file=root / "classes.txt",
+            check_files=check_files,
         )
 
 

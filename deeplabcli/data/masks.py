@@ -10,6 +10,7 @@ refused with a message that points at :func:`convert_colour_masks`
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from .palette import VOID_COLOUR
 
 #: Image modes whose pixel values are read directly as class indices.
 INDEX_MODES = ("P", "L", "1", "I;16", "I")
+#: Files that `convert-masks` reads from a folder of masks.
+MASK_FILE_SUFFIXES = (".png", ".bmp", ".gif")
 #: How many offending values or files an error message names before summarising the rest.
 SHOW_AT_MOST = 5
 
@@ -43,12 +46,19 @@ def read_image_array(path: str | os.PathLike[str]) -> np.ndarray:
         ) from None
 
 
-def read_mask(path: str | os.PathLike[str], num_classes: int | None = None) -> np.ndarray:
+def read_mask(
+    path: str | os.PathLike[str],
+    num_classes: int | None = None,
+    *,
+    classes_file: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
     """A class-index mask as uint8 ``(H, W)``; values in ``[0, num_classes) ∪ {255}``.
 
     Values are checked when ``num_classes`` is given. Raises :class:`MaskFormatError` for a
-    colour or otherwise non-index image, :class:`LabelValueError` for values out of range and
-    :class:`ImageReadError` for a file that is not a readable image.
+    colour or otherwise non-index image (for a colour mask, with the ``convert-masks`` command
+    that fixes it, reading the colours of ``classes_file`` when the data set has one),
+    :class:`LabelValueError` for values out of range and :class:`ImageReadError` for a file
+    that is not a readable image.
     """
     try:
         with Image.open(path) as image:
@@ -61,10 +71,12 @@ def read_mask(path: str | os.PathLike[str], num_classes: int | None = None) -> n
             "Check that the file is a complete, valid PNG."
         ) from None
     if mode in ("RGB", "RGBA"):
+        folder = Path(path).parent
         raise MaskFormatError(
-            f"{path} is an RGB colour mask, not a class-index mask. Convert colour masks with "
-            f"`deeplab data convert-masks {Path(path).parent}` (palette colours → class "
-            "indices), or save masks as palette (P) or grayscale (L) PNGs of class indices."
+            f"{path} is an RGB colour mask, not a class-index mask. Convert the colour masks "
+            f"with `{convert_masks_command(folder, classes_file)}` (class colours → class "
+            f"indices) and use the converted masks in place of {folder}, or save masks as "
+            "palette (P) or grayscale (L) PNGs of class indices."
         )
     if mode not in INDEX_MODES:
         raise MaskFormatError(
@@ -80,6 +92,16 @@ def read_mask(path: str | os.PathLike[str], num_classes: int | None = None) -> n
     if num_classes is not None:
         check_label_values(values, num_classes, path)
     return values
+
+
+def convert_masks_command(folder: Path, classes_file: str | os.PathLike[str] | None = None) -> str:
+    """The shell command that converts the colour masks in ``folder`` into ``<folder>_index``
+    (the VOC palette's colours, or those of ``classes_file``): quoted, so it runs as given."""
+    words = ["deeplab", "data", "convert-masks", str(folder)]
+    words += ["-o", str(folder.with_name(f"{folder.name}_index"))]
+    if classes_file is not None:
+        words += ["--classes", str(classes_file)]
+    return shlex.join(words)
 
 
 def check_label_values(mask: np.ndarray, num_classes: int, path: str | os.PathLike[str]) -> None:
@@ -151,23 +173,30 @@ def convert_colour_masks(
     *,
     overwrite: bool = False,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Convert every colour mask (PNG, BMP, GIF) under ``source`` into a palette PNG of class
-    indices under ``destination`` (same relative paths). Masks that already hold indices (mode
-    P/L) are re-saved with unchanged values. ``colours``: uint8 ``(K, 3)`` class colours;
-    ``palette``: uint8 ``(256, 3)`` written into the outputs. A bad file does not stop the
-    others: returns the written files and ``(file, one-line reason)`` for each failure."""
+    """Convert every colour mask (PNG, BMP, GIF) under ``source`` (a folder, or one mask file)
+    into a palette PNG of class indices under ``destination`` (same relative paths; a single
+    file goes straight into it). Masks that already hold indices (mode P/L) are re-saved with
+    unchanged values. ``colours``: uint8 ``(K, 3)`` class colours; ``palette``: uint8
+    ``(256, 3)`` written into the outputs. A bad file does not stop the others: returns the
+    written files and ``(file, one-line reason)`` for each failure."""
     source, destination = Path(source), Path(destination)
-    if not source.is_dir():
-        raise DatasetError(f"mask folder {source} does not exist. Give a folder of mask images.")
-    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".png", ".bmp", ".gif"))
+    if source.is_file():
+        files, base = [source], source.parent
+    elif source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in MASK_FILE_SUFFIXES)
+        base = source
+    else:
+        raise DatasetError(
+            f"{source} does not exist. Give a folder of mask images or one mask file."
+        )
     if not files:
         raise DatasetError(f"no PNG masks found in {source}. Give the folder that holds the masks.")
-    if source.resolve() == destination.resolve() and not overwrite:
+    if base.resolve() == destination.resolve() and not overwrite:
         raise DatasetError(
             f"converting {source} in place would replace its masks. Give another output "
             "folder, or pass --overwrite to convert in place."
         )
-    targets = [destination / f.relative_to(source).with_suffix(".png") for f in files]
+    targets = [destination / f.relative_to(base).with_suffix(".png") for f in files]
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise DatasetError(

@@ -65,3 +65,31 @@ def palette_for(num_classes: int) -> np.ndarray:
 def colourise(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class indices (H, W) of any integer dtype → RGB uint8 (H, W, 3) through ``palette``."""
     return palette[np.asarray(mask, dtype=np.int64) & 0xFF]
+
+
+def class_outlines(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels where ``mask`` (H, W) changes class towards the pixel below or to
+    the right, i.e. a one-pixel line along every border between two classes. Borders with the
+    void label (255) are left out: void already shows as its own light colour."""
+    m = np.asarray(mask)
+    void = m == IGNORE_INDEX
+    edge = np.zeros(m.shape, dtype=bool)
+    edge[1:, :] |= (m[1:, :] != m[:-1, :]) & ~void[1:, :] & ~void[:-1, :]
+    edge[:, 1:] |= (m[:, 1:] != m[:, :-1]) & ~void[:, 1:] & ~void[:, :-1]
+    return edge
+
+
+def draw_outlines(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``rgb`` uint8 (H, W, 3) with the class borders of ``mask`` (H, W) drawn as a white line
+    in a black edge (:func:`class_outlines`), visible on dark and light pixels alike, so a dark
+    class over a dark object still shows where it ends. Returns a new uint8 (H, W, 3) array."""
+    core = class_outlines(mask)
+    halo = core.copy()
+    halo[1:, :] |= core[:-1, :]
+    halo[:-1, :] |= core[1:, :]
+    halo[:, 1:] |= core[:, :-1]
+    halo[:, :-1] |= core[:, 1:]
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    out[halo & ~core] = 0
+    out[core] = 255
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import VOC_CLASSES
-from ..errors import DatasetError, MissingDependencyError, OutputWriteError
+from ..errors import DatasetError, MissingDependencyError, OutputWriteError, extra_hint
 from ..files import atomic_file, write_text_atomic
 from .dataset import check_files_exist, read_list_file
 from .masks import check_label_values, read_mask, write_index_png
@@ -69,8 +69,7 @@ def _loadmat() -> Callable[..., dict]:
         from scipy.io import loadmat
     except ImportError:
         raise MissingDependencyError(
-            "reading the SBD release needs scipy, which is not installed. "
-            "Install it with: pip install 'deeplabcli[sbd]'."
+            f"reading the SBD release needs scipy, which is not installed. {extra_hint('sbd')}."
         ) from None
     return loadmat
 

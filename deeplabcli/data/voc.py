@@ -35,8 +35,9 @@ def find_voc_root(root: str | os.PathLike[str]) -> Path:
     the folder that holds ``VOCdevkit``."""
     root = Path(root).expanduser()
     if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DatasetError(
-            f"data root {root} does not exist. Give --data-root (or DEEPLAB_DATA_ROOT) as "
+            f"data root {root} {what}. Give --data-root (or DEEPLAB_DATA_ROOT) as "
             ".../VOCdevkit or .../VOCdevkit/VOC2012."
         )
     for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
@@ -95,6 +96,7 @@ class VOCSegmentation(SegmentationDataset):
         *,
         labels: str = "auto",
         transform: PairedTransform | None = None,
+        check_files: bool = True,
     ) -> None:
         if labels not in ("auto", *LABEL_DIRS):
             raise ValueError(f"labels must be 'auto', 'official' or 'aug', not {labels!r}")
@@ -125,6 +127,7 @@ class VOCSegmentation(SegmentationDataset):
             class_names=VOC_CLASSES,
             palette=voc_palette(),
             transform=transform,
+            check_files=check_files,
         )
 
     @staticmethod

@@ -25,7 +25,9 @@ import torch
 
 from ..config import EvalConfig, InferenceConfig, inference_options
 from ..data import open_dataset
+from ..data.check import duplicate_ids
 from ..data.dataset import SegmentationDataset
+from ..data.masks import SHOW_AT_MOST, summarise
 from ..distributed import (
     World,
     all_gather_objects,
@@ -34,7 +36,14 @@ from ..distributed import (
     device_for,
     process_group,
 )
-from ..errors import ClassCountMismatchError, DeeplabError, Interrupted
+from ..errors import (
+    ClassCountMismatchError,
+    DatasetError,
+    DeeplabError,
+    Interrupted,
+    OutputWriteError,
+    ReportWriteError,
+)
 from ..inference.segmenter import Segmenter, device_of, resolve_device
 from ..models import DeepLabV3
 from ..progress import progress_bar
@@ -54,6 +63,19 @@ def check_classes(model: DeepLabV3, dataset: SegmentationDataset) -> None:
             f"the model predicts {ours} classes but the {dataset.name} data set "
             f"(split '{dataset.split}') has {theirs}. Evaluate a model trained for this data "
             "set's classes, or fine-tune one on it with `deeplab finetune`."
+        )
+
+
+def refuse_duplicates(dataset: SegmentationDataset) -> None:
+    """Raise :class:`DatasetError` if the split lists an image more than once: its pixels
+    would count twice in the confusion matrix (a bootstrapped list is for training)."""
+    repeated = duplicate_ids(dataset)
+    if repeated:
+        listed = summarise([f"{i} ({n}×)" for i, n in repeated.items()], SHOW_AT_MOST)
+        raise DatasetError(
+            f"split '{dataset.split}' lists {len(repeated)} images more than once ({listed}), "
+            "so the evaluation would count them twice. Evaluate a list that names each image "
+            "once (bootstrapped lists are for training)."
         )
 
 
@@ -100,11 +122,13 @@ def run_evaluation(
 ) -> EvalResult:
     """What ``deeplab eval`` does: open the data set, load ``config.model`` (unless ``model``
     is given), check that the class counts agree and that the report can be written (before any
-    work), evaluate, and write the report (rank 0). Raises the first bad file's error."""
+    work), evaluate, and write the report (rank 0). Raises the first bad file's error; a report
+    that cannot be written after all raises :class:`ReportWriteError` holding the result."""
     from ..weights.resolve import default_model_name, load_model
     from .report import check_report_dir, require_matplotlib, write_report
 
     dataset = open_dataset(config.dataset, config.data_root, config.split_name)
+    refuse_duplicates(dataset)
     if config.report is not None:
         require_matplotlib()
         check_report_dir(config.report)
@@ -127,7 +151,10 @@ def run_evaluation(
         inplace=inplace,
     )
     if config.report is not None and current_world().is_main:
-        write_report(result, dataset, config.report)
+        try:
+            write_report(result, dataset, config.report)
+        except OutputWriteError as error:  # the numbers are not lost with the report
+            raise ReportWriteError(str(error), result) from None
     return result
 
 

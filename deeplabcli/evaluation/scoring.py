@@ -86,6 +86,9 @@ class Scorer:
                 self.first_wait = self.first_wait or waited
                 self.load_wait += waited
                 if batch is not None:
+                    for sample in batch:  # before any of the batch runs: one clear error
+                        name = f"'{sample.id}' ({sample.image_path})"
+                        self.segmenter.check_size(sample.image.shape[:2], name)
                     pixels = [torch.from_numpy(s.image).permute(2, 0, 1) for s in batch]
                     running.append((batch, submit(compute, self.segmenter.masks, pixels)))
                 while running and (batch is None or len(running) >= streams):

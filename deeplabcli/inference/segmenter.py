@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,13 +25,19 @@ from torch.nn import functional as F
 
 from ..config import InferenceConfig, inference_options
 from ..data.images import read_image, to_rgb
+from ..errors import ScaleLimitError
 from ..models import DeepLabV3
 from ..models.fuse import optimize_for_inference
 from .device import device_of, resolve_device, same_device
 from .scores import ScoreRuns
+from .tiles import tiled_map, tiling_for
 
 #: What the engine accepts as an image: a PIL image, an array (H, W[, 3|4]) or a file path.
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
+#: The most pixels a scale above 1 may give one network input (4096 × 4096): `--scales 100` on
+#: a 64×48 photo would otherwise ask for a 6400×4800 input and gigabytes of memory. Scales up to
+#: 1 are never refused, so a big photo always runs at its own size.
+MAX_SCALED_PIXELS = 4096 * 4096
 
 
 def as_pixels(image: ImageLike) -> torch.Tensor:
@@ -55,6 +63,11 @@ def as_pixels(image: ImageLike) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
+def _side(pixels: int) -> str:
+    side = math.isqrt(pixels)
+    return f"{side}×{side}"
+
+
 @dataclass(frozen=True)
 class _Placement:
     """Where an image sits in a network input: its content size there and the input size."""
@@ -76,6 +89,8 @@ class Segmenter:
     - ``amp``: float16 autocast; ``None`` = on for CUDA, always off on CPU.
     - ``batch_size``, ``streams``: how the loops that feed the segmenter (predict, eval) batch
       images and run batches side by side; kept here so they travel with the rest.
+    - ``tile``, ``tile_overlap``, ``tile_blend``: images larger than ``tile`` pixels (at a
+      scale) run in overlapping windows at their own resolution (:mod:`.tiles`).
 
     Besides: ``optimize`` runs a private copy with batch norm folded into the convs and
     channels-last weights (same outputs to float rounding; otherwise the model itself is used);
@@ -123,6 +138,7 @@ class Segmenter:
         mean = torch.tensor(prep.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std)  # uint8 → (x/255 - mean) / std = x·scale - shift
         self._shift = mean / std
+        self.tiling = tiling_for(self.options, network.output_stride, prep.size)
 
     @property
     def num_classes(self) -> int:
@@ -148,18 +164,73 @@ class Segmenter:
 
     def probabilities(self, image: ImageLike) -> torch.Tensor:
         """Class probabilities of one image: float32 (C, H, W) on the CPU, summing to 1."""
-        return self.scores([as_pixels(image)])[0].probabilities().cpu()
+        return self.probability_maps([as_pixels(image)])[0].cpu()
 
     def masks(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
         """Class maps of images given as uint8 (3, H_i, W_i) tensors (or one (N, 3, H, W)
         batch): one (H_i, W_i) tensor each, uint8 (int64 beyond 256 classes), on :attr:`device`."""
         dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
-        return [runs.argmax().to(dtype) for runs in self.scores(pixels)]
+        return [m.to(dtype) for m in self._maps(pixels, "mask")]
+
+    def probability_maps(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+        """Class probabilities of images given as in :meth:`masks`: float32 (C, H_i, W_i) each,
+        summing to 1 over C, on :attr:`device`; ``first_argmax`` of one is its class map."""
+        return self._maps(pixels, "probs")
+
+    def _maps(self, pixels: Sequence[torch.Tensor] | torch.Tensor, want: str) -> list[torch.Tensor]:
+        """Masks or probabilities (``want``): images larger than the tile window are tiled
+        (:mod:`~deeplabcli.inference.tiles`), the others run whole through :meth:`scores`."""
+        pixels = list(pixels)
+        tiled = [self._tiled((int(x.shape[-2]), int(x.shape[-1]))) for x in pixels]
+        whole = iter(self.scores([x for x, t in zip(pixels, tiled, strict=True) if not t]))
+        maps = []
+        for x, t in zip(pixels, tiled, strict=True):
+            if not t:
+                runs = next(whole)
+                maps.append(runs.argmax() if want == "mask" else runs.probabilities())
+                continue
+            self.check_size((int(x.shape[-2]), int(x.shape[-1])))
+            with self._running():
+                maps.append(tiled_map(
+                    x.to(self.device), self.tiling,  # type: ignore[arg-type]
+                    scales=self.scales, flip=self.flip, run=self._run,
+                    placement=lambda size, scale: dataclasses.astuple(self._placement(size, scale)),
+                    fit=self.config.preprocessing.resize == "fit", batch=self.options.batch_size,
+                    align_corners=self.config.align_corners, want=want,
+                ))  # fmt: skip
+        return maps
 
     def batch_key(self, size: tuple[int, int]) -> tuple[int, int]:
         """The network input size of an (H, W) image at scale 1: images with equal keys can
-        share a batch (every image, for ``resize="fit"`` models)."""
-        return self._placement(size, 1.0).canvas
+        share a batch (every image, for ``resize="fit"`` models); (0, 0) for tiled images,
+        which run window by window whatever their batch."""
+        return (0, 0) if self._tiled(size) else self._placement(size, 1.0).canvas
+
+    def check_size(self, size: tuple[int, int], name: str = "") -> None:
+        """Raise :class:`ScaleLimitError` if a scale above 1 gives an (H, W) image a network
+        input of more than :data:`MAX_SCALED_PIXELS` pixels; the message names the image
+        (``name``, e.g. its id and path), the limit and the largest scale the image allows."""
+        height, width = size
+        prep = self.config.preprocessing
+
+        def fits(scale: float) -> bool:
+            return math.prod(self._placement(size, scale).canvas) <= MAX_SCALED_PIXELS
+
+        for scale in (s for s in self.scales if s > 1 and not fits(s)):
+            rows, cols = self._placement(size, scale).canvas
+            fit = prep.resize == "fit"  # every image fills the model's size × size input
+            native = (prep.size or 1) ** 2 if fit else height * width
+            largest = math.floor(100 * math.sqrt(MAX_SCALED_PIXELS / native)) / 100
+            while largest > 1 and not fits(largest):  # rounded sides can add a few pixels
+                largest = round(largest - 0.01, 2)
+            largest = max(1.0, largest)
+            image = f"the {width}×{height} image" + (f" {name}" if name else "")
+            raise ScaleLimitError(
+                f"scale {scale:g} makes a {cols}×{rows} network input ({rows * cols:,} pixels) "
+                f"for {image}, above the limit of {MAX_SCALED_PIXELS:,} pixels "
+                f"({_side(MAX_SCALED_PIXELS)}). Use --scales of at most {largest:g} "
+                f"{'with this model' if fit else 'for it'}."
+            )
 
     def scores(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> list[ScoreRuns]:
         """Run the network over images, uint8 (3, H_i, W_i) each (or float in 0..255), once per
@@ -167,12 +238,15 @@ class Segmenter:
 
         Returns one :class:`ScoreRuns` per image, which resizes and combines its runs at the
         image's size on demand (in row bands: a class map of a big photo never needs a
-        full-size (C, H, W) float buffer).
+        full-size (C, H, W) float buffer). Every image is checked (:meth:`check_size`) before
+        the network runs.
         """
         images = [p.to(self.device, non_blocking=True).float() for p in pixels]
         if any(x.ndim != 3 or x.shape[0] != 3 for x in images):
             raise ValueError("expected RGB images as (3, H, W) tensors")
         sizes = [(int(x.shape[1]), int(x.shape[2])) for x in images]
+        for size in sizes:
+            self.check_size(size)
         combine = self.runs_per_image > 1
         results = [ScoreRuns(size, self.config.align_corners, combine=combine) for size in sizes]
         with self._running():
@@ -195,6 +269,19 @@ class Segmenter:
         return results
 
     # ------------------------------------------------------------------ internals
+    def _tiled(self, size: tuple[int, int]) -> bool:
+        return self.tiling is not None and self.tiling.needed(size, self.scales)
+
+    def _run(
+        self, x: torch.Tensor, content: tuple[int, int], canvas: tuple[int, int], flipped: bool
+    ) -> torch.Tensor:
+        """float 0..255 (N, 3, H, W) resized to ``content`` in a ``canvas`` network input, run
+        (the canvas left-right flipped and the logits flipped back if ``flipped``) → logits
+        (N, C, *content)."""
+        batch = self._prepare(x, _Placement(content, canvas))
+        logits = self._forward(batch.flip(-1)).flip(-1) if flipped else self._forward(batch)
+        return logits[:, :, : content[0], : content[1]]
+
     def _placement(self, size: tuple[int, int], scale: float) -> _Placement:
         prep = self.config.preprocessing
         height, width = size

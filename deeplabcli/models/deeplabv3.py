@@ -73,12 +73,17 @@ class DeepLabV3(nn.Module):
         self.head.aspp.set_rates(self.config.scaled_aspp_rates(output_stride))
         self.config = self.config.replace(output_stride=output_stride)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, *, upsample: bool = True) -> dict[str, torch.Tensor]:
+        """Logits at the input size (N, C, H, W); with ``upsample=False`` at the feature size
+        (N, C, h, w), about (H, W) / output stride, for callers that resize them themselves
+        (training upsamples them in float32, outside autocast)."""
         size = (x.shape[-2], x.shape[-1])
         features = self.backbone(x, with_aux=self.aux_head is not None)
         result = {"out": self.head(features["out"])}
         if self.aux_head is not None:
             result["aux"] = self.aux_head(features["aux"])
+        if not upsample:
+            return result
         return {k: upsample_logits(v, size, self.config.align_corners) for k, v in result.items()}
 
 

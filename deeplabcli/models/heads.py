@@ -54,6 +54,9 @@ class ASPPPooling(nn.Module):
         self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if deterministic_backward():  # CUDA has no deterministic backward of either op
+            pooled = self.conv(x.mean(dim=(2, 3), keepdim=True))
+            return pooled.expand(-1, -1, *x.shape[-2:])
         pooled = self.conv(F.adaptive_avg_pool2d(x, 1))
         # Bilinear upsampling of a 1×1 map is a broadcast up to rounding; using the source
         # implementation's own call keeps converted models bit-exact.
@@ -184,7 +187,37 @@ class AuxHead(nn.Sequential):
 def upsample_logits(
     logits: torch.Tensor, size: tuple[int, int], align_corners: bool
 ) -> torch.Tensor:
-    """Bilinear resize of (N, C, h, w) logits to (N, C, *size)."""
+    """Bilinear resize of (N, C, h, w) logits to (N, C, *size). Under deterministic algorithms
+    with autograd recording it is two matrix products (CUDA's bilinear backward accumulates
+    with atomics and has no deterministic form); the same values up to float rounding."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
+    if deterministic_backward():
+        rows = _interpolation_matrix(size[0], logits.shape[-2], align_corners, logits)
+        columns = _interpolation_matrix(size[1], logits.shape[-1], align_corners, logits)
+        return torch.matmul(rows, torch.matmul(logits, columns.T))  # (H, h)·(N, C, h, W)
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def deterministic_backward() -> bool:
+    """True when ``torch.use_deterministic_algorithms(True)`` is on and autograd is recording:
+    then the layers here avoid kernels whose backward has no deterministic implementation."""
+    return torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled()
+
+
+def _interpolation_matrix(
+    out_size: int, in_size: int, align_corners: bool, like: torch.Tensor
+) -> torch.Tensor:
+    """(out_size, in_size) weights of 1-D bilinear resampling, with the source positions and
+    weights computed as ``F.interpolate(mode="bilinear")`` computes them (in float32, or in
+    float64 for float64 ``like``)."""
+    dst = torch.arange(out_size, dtype=torch.float64 if like.dtype == torch.float64 else None)
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else dst * 0
+    else:
+        src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
+    low = src.long().clamp_(max=in_size - 1)
+    high = (low + 1).clamp_(max=in_size - 1)
+    weight = (src - low).unsqueeze(1)
+    matrix = (1 - weight) * F.one_hot(low, in_size) + weight * F.one_hot(high, in_size)
+    return matrix.to(device=like.device, dtype=like.dtype)

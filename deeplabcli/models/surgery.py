@@ -51,14 +51,31 @@ def load_strict(
     *,
     error: Callable[[str], DeeplabError],
     optional: tuple[str, ...] = (),
+    source: str = "the weights",
 ) -> None:
     """Load ``state_dict`` into ``module``; any tensor that is missing (unless its name starts
     with one of ``optional``), unexpected or of another shape raises ``error(problems)``, with
-    the problems listed in one line (see :func:`state_dict_problems`)."""
+    the problems listed in one line (see :func:`state_dict_problems`). Floating-point tensors
+    holding NaN or ±Inf raise :class:`ModelLoadError` naming them and ``source``."""
     problems = state_dict_problems(module, state_dict, optional=optional)
     if problems:
         raise error(problems)
+    broken = non_finite_tensors(state_dict)
+    if broken:
+        raise ModelLoadError(
+            f"{source} hold NaN or infinite values in {_short(broken)}. The weights are damaged "
+            "or come from a training run that diverged; use another checkpoint."
+        )
     module.load_state_dict(dict(state_dict), strict=not optional)
+
+
+def non_finite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names (sorted) of the floating-point tensors of ``state_dict`` with a NaN or ±Inf."""
+    return sorted(
+        name
+        for name, tensor in state_dict.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    )
 
 
 def adapt_classes(
@@ -66,11 +83,13 @@ def adapt_classes(
     class_names: Sequence[str],
     *,
     aux_head: bool | None = None,
+    reinit: bool = False,
 ) -> tuple[DeepLabV3, list[str]]:
     """``model`` rebuilt for ``class_names`` (and with an auxiliary head if ``aux_head``).
 
-    Tensors whose name and shape are unchanged are copied; the classifier and aux-head tensors
-    that no longer fit (or are new) keep their fresh initialisation (drawn from the global torch
+    Tensors whose name and shape are unchanged are copied (with ``reinit``, all but the
+    classifier and aux head); the classifier and aux-head tensors that no longer fit (or are
+    new, or ``reinit`` asks for) keep their fresh initialisation (drawn from the global torch
     generator). Returns the new model and the names of the re-initialised tensors in state-dict
     order (empty when nothing changed: then ``model`` itself is returned, with the new class
     names).
@@ -80,13 +99,20 @@ def adapt_classes(
     if aux_head is not None and aux_head != config.aux_head:
         changes["aux_head"] = aux_head
     new_config = config.replace(**changes)
-    if new_config.num_classes == config.num_classes and new_config.aux_head == config.aux_head:
+    same = new_config.num_classes == config.num_classes and new_config.aux_head == config.aux_head
+    if same and not reinit:
         model.config = new_config
         return model, []
     adapted = DeepLabV3(new_config, provenance=model.provenance)
     adapted.to(next(model.parameters()).device)
     old_state, new_state = model.state_dict(), adapted.state_dict()
-    kept = {k: v for k, v in old_state.items() if k in new_state and v.shape == new_state[k].shape}
+    kept = {
+        k: v
+        for k, v in old_state.items()
+        if k in new_state
+        and v.shape == new_state[k].shape
+        and not (reinit and k.startswith(CLASSIFIER_PREFIXES))
+    }
     fresh = [k for k in new_state if k not in kept]
     stray = [k for k in fresh if not k.startswith(CLASSIFIER_PREFIXES)]
     if stray:  # only possible if the architecture changed, which adapt_classes never does

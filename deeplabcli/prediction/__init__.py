@@ -10,8 +10,8 @@ from .._exports import lazy_exports
 
 #: public name → module that defines it
 _EXPORTS: dict[str, str] = {
-    "predict": "pipeline",
-    "predict_batch": "pipeline",
+    "predict": "arrays",
+    "predict_batch": "arrays",
     "predict_files": "pipeline",
     "PredictResult": "results",
     "PredictSummary": "results",
@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "palette_png": "outputs",
     "index_png": "outputs",
     "overlay_png": "outputs",
+    "write_npz": "outputs",
+    "confidence_png": "outputs",
+    "VideoJob": "video",
+    "predict_video": "video",
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,18 +3,21 @@
 Inputs are image files, folders (searched recursively for image suffixes) and glob patterns.
 Outputs: with one input file, ``-o mask.png`` names the mask itself; otherwise ``-o`` is a folder
 that mirrors each image's path relative to the folder (or glob base) it was found in, with a
-``.png`` suffix; without ``-o`` each mask is ``<stem>_mask.png`` next to its image.
+``.png`` suffix; without ``-o`` each mask is ``<stem>_mask.png`` next to its image. A mask path
+that is one of the inputs (the same file by any name: links, ``..``) is never written, with
+``--overwrite`` or without: that input fails with a line saying why.
 """
 
 from __future__ import annotations
 
 import glob
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..files import IMAGE_SUFFIXES, is_image_name
+from ..files import IMAGE_SUFFIXES, file_identity, is_image_name
 
 MASK_SUFFIX = "_mask.png"  # outputs written next to their inputs (no -o)
 
@@ -40,6 +43,15 @@ def _glob_base(pattern: str) -> Path:
 
 def _inside(path: Path, folder: Path | None) -> bool:
     return folder is not None and path.resolve().is_relative_to(folder)
+
+
+def _special_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
 
 
 def expand_inputs(
@@ -84,6 +96,12 @@ def expand_inputs(
             if not entries:
                 failures.append((text, f"{text}: no files match this pattern. Check the pattern."))
                 continue
+        elif path.exists():  # a named pipe, device or socket
+            failures.append(
+                (text, f"{text}: {_special_kind(path)}, not an image file. Save the image to a "
+                 "file and give that.")
+            )  # fmt: skip
+            continue
         else:
             failures.append((text, f"{text}: no such file or directory. Check the path."))
             continue
@@ -96,20 +114,27 @@ def expand_inputs(
 
 
 def plan_outputs(
-    inputs: Sequence[str], output: str | None
+    inputs: Sequence[str], output: str | None, suffix: str = ".png"
 ) -> tuple[list[Job], list[tuple[str, str]]]:
     """One :class:`Job` per input image, and ``(input, message)`` for each input that cannot be
-    processed (nothing found, or a mask path shared with another input or equal to the image).
+    processed (nothing found, or a mask path shared with another input or naming an input).
+    Outputs end in ``suffix`` (``.npz`` for probability maps; ``<stem>_mask.npz`` without -o).
 
     Raises :class:`ConfigError` when ``output`` is a file name but several images are given.
     """
     target = Path(output) if output is not None else None
-    single_file = len(inputs) == 1 and Path(inputs[0]).is_file()
-    as_file = target is not None and target.suffix.lower() in IMAGE_SUFFIXES and not target.is_dir()
-    if as_file and target.suffix.lower() != ".png":  # type: ignore[union-attr]
-        raise ConfigError(
-            f"masks are PNG files, not {target.suffix}. Give -o a .png name or a folder."
-        )  # type: ignore[union-attr]
+    # one named input that is not a folder or pattern (expand_inputs says what is wrong with
+    # one that is missing, or a named pipe)
+    single_file = len(inputs) == 1 and not is_glob(inputs[0]) and not Path(inputs[0]).is_dir()
+    as_file = (
+        target is not None
+        and target.suffix.lower() in IMAGE_SUFFIXES | {suffix}
+        and not target.is_dir()
+    )
+    if as_file and target.suffix.lower() != suffix:  # type: ignore[union-attr]
+        what = "masks are PNG files" if suffix == ".png" else f"probabilities are {suffix} files"
+        wrong = target.suffix  # type: ignore[union-attr]
+        raise ConfigError(f"{what}, not {wrong}. Give -o a {suffix} name or a folder.")
     if as_file and not single_file:
         raise ConfigError(
             f"-o {output} names one file but the inputs are several images, a folder or a "
@@ -119,18 +144,25 @@ def plan_outputs(
     found, failures = expand_inputs(inputs, exclude=exclude, skip_masks=target is None)
     jobs: list[Job] = []
     owners: dict[Path, Path] = {}
+    inputs_by_identity = {file_identity(source): source for source, _ in found}
     for source, relative in found:
         if target is None:
-            out = source.with_name(source.stem + MASK_SUFFIX)
+            out = source.with_name(source.stem + MASK_SUFFIX.removesuffix(".png") + suffix)
         elif as_file:
             out = target
         else:
-            out = target / relative.with_suffix(".png")
+            out = target / relative.with_suffix(suffix)
         key = out.resolve()
-        if key == source.resolve():
+        other = inputs_by_identity.get(file_identity(out)) if out.exists() else None
+        if key == source.resolve() or other == source:
             failures.append(
                 (str(source), f"{source}: its mask would replace the image itself. "
                  "Choose another output location with -o.")
+            )  # fmt: skip
+        elif other is not None:
+            failures.append(
+                (str(source), f"{source}: its mask {out} would replace the input {other}, "
+                 "which is never overwritten. Choose another output location with -o.")
             )  # fmt: skip
         elif key in owners:
             failures.append(

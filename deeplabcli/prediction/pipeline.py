@@ -1,4 +1,4 @@
-"""``deeplab predict`` as a library: image files, folders and globs → mask PNGs.
+"""``deeplab predict`` as a library: image files, folders, globs and videos → masks.
 
 :func:`predict_files` plans one output per input image (see :func:`plan_outputs`), decodes
 inputs and writes outputs on background threads while the network runs on batches of images
@@ -6,8 +6,9 @@ whose network inputs have equal sizes (on the calling thread, or on a CPU on sev
 side by side: see :func:`choose_streams`), and keeps going past bad inputs: each
 one becomes a failed :class:`PredictResult` whose message names the file and the reason. Under
 ``torchrun`` the images are sharded across ranks, so each output is written exactly once.
+Videos go frame by frame through :mod:`.video` after the images.
 
-:func:`predict` and :func:`predict_batch` are the in-memory forms.
+The in-memory forms, :func:`predict` and :func:`predict_batch`, live in :mod:`.arrays`.
 """
 
 from __future__ import annotations
@@ -17,23 +18,23 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import InferenceConfig, PredictConfig, inference_options
+from ..config import PredictConfig
 from ..data.images import read_image
 from ..data.palette import palette_for
 from ..distributed import all_reduce_sum, device_for, process_group, shard
 from ..errors import ConfigError, DeeplabError
-from ..inference import ImageLike, Segmenter, device_of, is_out_of_memory, resolve_device
+from ..inference import Segmenter, is_out_of_memory, resolve_device
 from ..inference.streams import choose_streams, compute_streams, submit
 from ..models import DeepLabV3
 from ..progress import progress_bar
 from .inputs import Job, plan_outputs
-from .outputs import index_png, overlay_png, palette_png, write_png
+from .outputs import PROBABILITY_FORMATS, output_suffix, write_output
 from .results import PredictResult, PredictSummary, class_shares
+from .video import plan_videos, predict_video, split_videos
 
 
 @dataclass
@@ -66,22 +67,30 @@ def predict_files(
     ``inplace`` optimises ``model`` itself rather than a copy (see :class:`Segmenter`).
     """
     config = config or PredictConfig()
-    options = (config.output_stride, config.scales, config.flip, config.device)
-    if isinstance(model, Segmenter) and options != (None, (1.0,), False, "auto"):
-        raise ValueError("a ready Segmenter brings its own OS, scales, flip and device")
-    if config.format != "index" and model.config.num_classes > 256:
+    options = (config.output_stride, config.scales, config.flip, config.device, config.tile)
+    if isinstance(model, Segmenter) and options != (None, (1.0,), False, "auto", None):
+        raise ValueError("a ready Segmenter brings its own OS, scales, flip, device and tiles")
+    if config.format in ("palette", "overlay") and model.config.num_classes > 256:
         raise ConfigError(
             f"{config.format} masks hold at most 256 classes, the model has "
             f"{model.config.num_classes}. Use --format index."
         )
     start = time.perf_counter()
     device = model.device if isinstance(model, Segmenter) else resolve_device(config.device)
+    videos, images = split_videos(inputs)
+    videos_planned, video_problems = plan_videos(
+        videos, config, images=len(images), classes=model.config.num_classes
+    )
     with process_group(device) as world:
-        jobs, problems = plan_outputs(inputs, config.output)
-        jobs = shard(jobs, world)
+        jobs, problems = (
+            plan_outputs(images, config.output, output_suffix(config.format))
+            if images or not videos
+            else ([], [])
+        )
+        jobs, video_jobs = shard(jobs, world), shard(videos_planned, world)
         early = [
             PredictResult(input=name, status="failed", message=message)
-            for name, message in (problems if world.is_main else [])
+            for name, message in (problems + video_problems if world.is_main else [])
         ]
         segmenter = (
             model
@@ -105,11 +114,18 @@ def predict_files(
             for failure in early:
                 finish(failure)
             _Pipeline(segmenter, config, finish).run(jobs)
+        palette, show = palette_for(segmenter.num_classes), progress and world.is_main
+        for video in video_jobs:  # each with its own progress bar, in frames
+            results.append(predict_video(segmenter, video, config, palette, progress=show))
+            if on_result is not None:
+                on_result(results[-1])
         counts = torch.tensor(
             [sum(r.status == s for r in results) for s in ("written", "skipped", "failed")]
+            + [sum(r.frames or 0 for r in results)]
         )
-        written, skipped, failed = (int(v) for v in all_reduce_sum(counts))
-    return PredictSummary(results, written, skipped, failed, time.perf_counter() - start)
+        written, skipped, failed, frames = (int(v) for v in all_reduce_sum(counts))
+    seconds = time.perf_counter() - start
+    return PredictSummary(results, written, skipped, failed, seconds, frames)
 
 
 class _Pipeline:
@@ -151,7 +167,7 @@ class _Pipeline:
         ):
             while True:
                 while len(loads) + len(pending) < self.window and (job := next(queue, None)):
-                    loads.append(pool.submit(_decode, job))
+                    loads.append(pool.submit(_decode, job, self.segmenter.check_size))
                 batch = (
                     self._next_batch(pending, more_coming=bool(loads))
                     if len(running) < self.streams
@@ -194,9 +210,12 @@ class _Pipeline:
         return batch
 
     def _masks(self, batch: list[_Decoded]) -> tuple[list[np.ndarray], float]:
-        """The batch's class maps and the seconds they took (runs on a compute stream)."""
+        """The batch's class maps (or probabilities, for probs/confidence) and the seconds they
+        took (runs on a compute stream)."""
         start = time.perf_counter()
-        masks = [m.cpu().numpy() for m in self.segmenter.masks([d.pixels for d in batch])]
+        probs = self.config.format in PROBABILITY_FORMATS
+        run = self.segmenter.probability_maps if probs else self.segmenter.masks
+        masks = [m.cpu().numpy() for m in run([d.pixels for d in batch])]
         return masks, time.perf_counter() - start
 
     def _collect(
@@ -228,20 +247,18 @@ class _Pipeline:
         while len(writes) > self.window:  # bound the masks waiting to be written
             self.finish(writes.popleft().result())
 
-    def _write(self, item: _Decoded, mask: np.ndarray, seconds: float) -> PredictResult:
+    def _write(self, item: _Decoded, result: np.ndarray, seconds: float) -> PredictResult:
         start = time.perf_counter()
         job = item.job
-        fmt = self.config.format
-        if fmt == "palette":
-            image = palette_png(mask, self.palette)
-        elif fmt == "index":
-            image = index_png(mask)
-        else:
-            photo = item.pixels.permute(1, 2, 0).numpy()
-            image = overlay_png(photo, mask, self.palette, self.segmenter.class_names)
+        photo = item.pixels.permute(1, 2, 0).numpy()
+        names = self.segmenter.class_names
         try:
-            if not write_png(image, job.output, overwrite=self.config.overwrite):
-                return _exists(job)
+            written, mask = write_output(
+                self.config.format, result, photo, self.palette, names, job.output,
+                overwrite=self.config.overwrite,
+            )  # fmt: skip
+            if not written:
+                return _exists(job, "written by another process while this one ran")
         except DeeplabError as error:
             return _failed(job, str(error), output=str(job.output))
         return PredictResult(
@@ -255,22 +272,28 @@ class _Pipeline:
         )
 
 
-def _decode(job: Job) -> _Decoded | PredictResult:
+def _decode(job: Job, check: Callable[[tuple[int, int]], None]) -> _Decoded | PredictResult:
+    """Read ``job``'s image and ``check`` its (H, W) (the segmenter's scale limit), so a bad
+    image fails alone instead of taking its batch down."""
     start = time.perf_counter()
     try:
         image = read_image(job.source)
     except DeeplabError as error:
         return PredictResult(input=str(job.source), status="failed", message=str(error))
+    try:
+        check((image.height, image.width))
+    except DeeplabError as error:
+        return _failed(job, str(error))
     pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
     return _Decoded(job, pixels, time.perf_counter() - start)
 
 
-def _exists(job: Job) -> PredictResult:
+def _exists(job: Job, why: str = "already exists") -> PredictResult:
     return PredictResult(
         input=str(job.source),
         status="skipped",
         output=str(job.output),
-        message=f"{job.output}: already exists, not replaced. Use --overwrite to replace it.",
+        message=f"{job.output}: {why}, not replaced. Use --overwrite to replace it.",
     )
 
 
@@ -278,49 +301,3 @@ def _failed(job: Job, message: str, *, output: str | None = None) -> PredictResu
     return PredictResult(
         input=str(job.source), status="failed", output=output, message=f"{job.source}: {message}"
     )
-
-
-# ---------------------------------------------------------------------- in-memory API
-def _segmenter(
-    model: DeepLabV3 | Segmenter, config: InferenceConfig | None, options: dict[str, Any]
-) -> Segmenter:
-    if isinstance(model, Segmenter):
-        if config is not None or options:
-            raise ValueError("a ready Segmenter brings its own inference options")
-        return model
-    if config is None and options.get("device") is None:
-        options = {**options, "device": device_of(model)}  # run where the model is
-    return Segmenter(model, inference_options(config, options), optimize=False)
-
-
-def predict(
-    model: DeepLabV3 | Segmenter,
-    image: ImageLike,
-    config: InferenceConfig | None = None,
-    **options: Any,
-) -> np.ndarray:
-    """Class map of one image (a PIL image, an (H, W[, 3|4]) array or a path): uint8 (H, W)
-    at the image's own size (int64 for models with more than 256 classes).
-
-    How it runs is an :class:`~deeplabcli.config.InferenceConfig`, given as ``config`` or as
-    its fields by keyword (``output_stride=8, scales=(0.75, 1, 1.25), flip=True``). ``model``
-    runs as it is on its own device unless ``device`` says otherwise; for many images build a
-    :class:`~deeplabcli.inference.Segmenter` once (it also optimises the network) and pass it
-    instead of the model.
-
-    >>> from deeplabcli import build_model
-    >>> mask = predict(build_model("deeplabv3_tiny"), np.zeros((40, 60, 3), np.uint8))
-    >>> mask.shape, mask.dtype
-    ((40, 60), dtype('uint8'))
-    """
-    return predict_batch(model, [image], config, **options)[0]
-
-
-def predict_batch(
-    model: DeepLabV3 | Segmenter,
-    images: Sequence[ImageLike],
-    config: InferenceConfig | None = None,
-    **options: Any,
-) -> list[np.ndarray]:
-    """Class maps of several images (see :func:`predict`); equal-size inputs share a batch."""
-    return _segmenter(model, config, options).predict_batch(images)

@@ -21,12 +21,15 @@ class PredictResult:
     height: int | None = None
     classes: list[dict[str, Any]] = field(default_factory=list)  # index, name, share in [0, 1]
     seconds: float = 0.0  # decode + this image's share of its batch's compute + encode/write
+    frames: int | None = None  # videos: frames written (also for a video that ended early)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON record: always input/status, then the fields that apply to the status."""
         record: dict[str, Any] = {"input": self.input, "status": self.status}
         if self.output is not None:
             record["output"] = self.output
+        if self.frames is not None:
+            record["frames"] = self.frames
         if self.status == "written":
             record.update(width=self.width, height=self.height, classes=self.classes)
             record["seconds"] = round(self.seconds, 4)
@@ -44,6 +47,7 @@ class PredictSummary:
     skipped: int
     failed: int
     seconds: float
+    frames: int = 0  # video frames written, over all processes
 
     @property
     def failures(self) -> list[PredictResult]:
@@ -53,12 +57,18 @@ class PredictSummary:
 def class_shares(mask: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Classes present in ``mask`` (H, W) with their share of the pixels, largest first."""
     counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
+    return shares_of_counts(counts, class_names)
+
+
+def shares_of_counts(counts: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """:func:`class_shares` from pixel counts per class (C,), e.g. summed over video frames."""
     present = sorted(np.flatnonzero(counts), key=lambda c: (-counts[c], c))
+    total = int(counts.sum())
     return [
         {
             "index": int(c),
             "name": class_names[c] if c < len(class_names) else str(c),
-            "share": round(float(counts[c]) / mask.size, 6),
+            "share": round(float(counts[c]) / total, 6),
         }
         for c in present
     ]

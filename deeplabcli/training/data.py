@@ -9,7 +9,9 @@ and a resumed run starts at position ``i·B`` without replaying anything.
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 import torch
 
@@ -18,6 +20,8 @@ from ..data.dataset import SeededSampler, SegmentationDataset, SegmentationLoade
 from ..data.transforms import TrainTransform
 from ..distributed import World
 from ..signals import ignore_sigint
+
+T = TypeVar("T")
 
 
 class OneThread:
@@ -70,3 +74,15 @@ def training_loader(
         worker_init_fn=ignore_sigint,
         generator=torch.Generator().manual_seed(config.seed),  # never draws from the global one
     )
+
+
+def drawn_ahead(batches: Iterable[T]) -> Iterator[T]:
+    """``batches`` with the first one already drawn: what only shows when data is read (an
+    unreadable image, a crop the transform cannot make) fails here, before a run directory is
+    touched. Draws come from the loader's own seeded generators, so nothing else changes."""
+    iterator = iter(batches)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return iter(())
+    return itertools.chain((first,), iterator)

@@ -106,6 +106,7 @@ def _load_backbone(model: DeepLabV3, init: str, say: Callable[[str], None]) -> N
         model.backbone,
         state,
         optional=cascaded,
+        source=f"the backbone weights {ref}",
         error=lambda problems: ModelLoadError(
             f"{ref} does not fit the {backbone} backbone ({problems}). "
             f"Pass backbone weights of {backbone}, or --init none."
@@ -129,11 +130,16 @@ def _from_checkpoint(
             "classifier for this data set."
         )
     aux = model.config.aux_head or config.aux_loss
-    model, fresh = adapt_classes(model, class_names, aux_head=aux)
+    model, fresh = adapt_classes(model, class_names, aux_head=aux, reinit=config.reinit_classifier)
     if fresh:
+        why = (
+            f"for {len(class_names)} classes ({config.init} has {theirs})"
+            if theirs != len(class_names)
+            else f"the classifier of {config.init} (--reinit-classifier)"
+        )
         say(
-            f"Re-initialised for {len(class_names)} classes ({config.init} has {theirs}): "
-            f"{describe_tensors(model, fresh)}. Every other tensor was loaded."
+            f"Re-initialised {why}: {describe_tensors(model, fresh)}. "
+            "Every other tensor was loaded."
         )
     if model.config.folded_bn and config.lr > FOLDED_BN_LR:
         say(
@@ -167,14 +173,21 @@ def prepare_for_training(
 ) -> tuple[DeepLabV3, list[nn.Module]]:
     """Batch norm as the config says (momentum on every BN; frozen, or synchronised over the
     processes of a distributed run), the model on ``device`` (channels-last on CUDA), and a
-    memory check for the crop and per-process batch. Returns the model and its frozen BNs."""
-    per_process = config.batch_size // world.size
+    memory check for the crop and micro-batch. Returns the model and its frozen BNs."""
+    micro_batch = config.batch_size // world.size // config.accumulate
     set_bn_momentum(model, config.bn_momentum)
     if config.freeze_bn:
         freeze_bn(model)
     frozen = batch_norms(model) if config.freeze_bn else []
     trainable_bn = bool(batch_norms(model)) and not config.freeze_bn
-    if trainable_bn and per_process * (world.size if world.distributed else 1) < 2:
+    if trainable_bn and micro_batch * world.size < 2:
+        if config.accumulate > 1:
+            raise ConfigError(
+                f"batch norm cannot train on one image per micro-batch (--accumulate "
+                f"{config.accumulate} splits each step into single images, and the "
+                "image-pooling branch sees one value per channel). Use a smaller --accumulate, "
+                "or --freeze-bn."
+            )
         raise ConfigError(
             "batch norm cannot train on one image per step (the image-pooling branch sees "
             "one value per channel). Use --batch-size 2 or more, or --freeze-bn."
@@ -184,6 +197,8 @@ def prepare_for_training(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    check_training_memory(model, config.crop_size, per_process, device)
+        torch.backends.cudnn.benchmark = not config.deterministic  # timing picks kernels
+    check_training_memory(
+        model, config.crop_size, micro_batch, device, accumulate=config.accumulate
+    )
     return model, frozen

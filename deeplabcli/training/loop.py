@@ -11,12 +11,16 @@ bit-identical weights. SIGINT/SIGTERM finish the current step, save, and raise
 
 Under ``torchrun`` each process takes ``batch_size / world_size`` images of every iteration,
 the model is wrapped in DDP, and trainable batch norm is synchronised, so BN statistics cover
-the whole global batch (per-process batch × world size), as the paper's batch 16 needs.
+the whole global batch (per-process batch × world size), as the paper's batch 16 needs. With
+``accumulate`` N each process runs its share as N micro-batches before the one optimizer step,
+and the loss is always that of the whole global batch (:mod:`deeplabcli.training.step`).
+``deterministic`` runs everything under :func:`~.determinism.deterministic_mode`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +33,29 @@ from .. import distributed as D
 from ..config import ModelConfig, TrainConfig
 from ..data import open_dataset
 from ..data.dataset import sample_seed
-from ..errors import ConfigError, Interrupted, RunDirectoryError
+from ..errors import ConfigError, Interrupted, RunDirectoryError, TrainingDivergedError
 from ..evaluation.protocol import evaluate_dataset
 from ..inference.segmenter import resolve_device
 from ..models import DeepLabV3
 from ..progress import message, progress_bar
 from ..signals import StopSignals
 from ..weights.checkpoint import make_provenance, write_model_files
-from .data import training_loader
+from .data import drawn_ahead, training_loader
+from .determinism import deterministic_mode
 from .init import prepare_for_training, training_model
 from .memory import out_of_memory_as_error
-from .run_dir import MetricsLog, check_run_dir, start_run_dir, tensorboard_writer, write_scalars
+from .run_dir import (
+    MetricsLog,
+    check_run_dir,
+    claim_run_dir,
+    start_run_dir,
+    state_stamp,
+    tensorboard_writer,
+    write_scalars,
+)
 from .schedule import bn_eval, param_groups, poly_lr, set_lr
 from .state import TrainState, capture_rng, load_train_state, restore_rng, save_train_state
-from .step import amp_settings, train_step
+from .step import amp_settings, micro_batch_size, train_step
 
 
 @dataclass
@@ -56,9 +69,12 @@ class TrainResult:
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Run (or resume) the training ``config`` describes; see the module docstring."""
-    device = resolve_device(config.device)
-    with D.process_group(device) as world:
-        return _Run(config, world, D.device_for(world, device), progress).run()
+    with deterministic_mode(config.deterministic):  # before anything touches CUDA
+        device = resolve_device(config.device)
+        with D.process_group(device) as world:
+            run = _Run(config, world, D.device_for(world, device), progress)
+            with run.held:  # the run directory's lock, taken once everything is validated
+                return run.run()
 
 
 class _Run:
@@ -70,8 +86,10 @@ class _Run:
                 f"Use a multiple of {world.size}."
             )
         self.per_process = config.batch_size // world.size
+        self.micro_batch = micro_batch_size(config, world.size)
         self.out = check_run_dir(config)
         D.barrier()
+        self.stamp = state_stamp(self.out)  # what was read; checked again under the lock
         self.state = load_train_state(self.out) if config.resume else None
         self.dataset = open_dataset(config.dataset, config.data_root, config.split)
         self.val = (
@@ -84,6 +102,8 @@ class _Run:
         self.window: dict[str, float] = _empty_window()  # this rank's; restored by _restore
         self.val_miou: float | None = None
         self._last_loss: float | None = None
+        self.saved = self.state.iteration if self.state else 0  # the last iteration saved
+        self.held = contextlib.ExitStack()  # the lock on the run directory (see _begin)
 
     # ------------------------------------------------------------------ setup
     def _say(self, text: str) -> None:
@@ -116,22 +136,26 @@ class _Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         optimizer = torch.optim.SGD(
-            param_groups(self.model, config.weight_decay), lr=config.lr, momentum=config.momentum
+            param_groups(
+                self.model, config.weight_decay, classifier_lr_multiplier=config.classifier_lr_mult
+            ),
+            lr=config.lr,
+            momentum=config.momentum,
         )
         amp_dtype, scaler = amp_settings(self.device, config.amp)
         start = self._restore(optimizer, scaler)
         if start >= config.iters:
             self._say(f"{self.out} already finished {start} iterations; nothing to do.")
             return TrainResult(self.out, start, None, None, world.is_main)
-        if start == 0:
-            self._save(0, optimizer, scaler)
-        writer = tensorboard_writer(self.out, start) if world.is_main else None
         self._train_mode()
         loader = training_loader(
             self.dataset, self.model.config.preprocessing, config, world,
             position=self.state.data_position if self.state else 0,
             pin_memory=self.device.type == "cuda",
         )  # fmt: skip
+        batches = drawn_ahead(loader)  # data and crop problems surface before anything is written
+        self._begin(start, optimizer, scaler)
+        writer = tensorboard_writer(self.out, start) if world.is_main else None
         tick, done = time.perf_counter(), start
         with (
             # closed however the loop ends: an interrupted run keeps its last scalars
@@ -141,20 +165,24 @@ class _Run:
                 config.iters, "train", disable=not (self.show and world.is_main), completed=start
             ) as bar,
         ):
-            for done, batch in enumerate(loader, start=start + 1):
+            for done, batch in enumerate(batches, start=start + 1):
                 lr = poly_lr(config.lr, done - 1, config.iters, config.lr_power)
                 set_lr(optimizer, lr)
                 images = batch["image"].to(self.device, non_blocking=True)
                 if self.device.type == "cuda":
                     images = images.contiguous(memory_format=torch.channels_last)
                 target = batch["mask"].to(self.device, non_blocking=True)
-                with out_of_memory_as_error(config.crop_size, self.per_process, self.device):
+                with out_of_memory_as_error(
+                    config.crop_size, self.micro_batch, self.device, accumulate=config.accumulate
+                ):
                     loss = train_step(
-                        net, images, target, optimizer,
+                        net, images, target, optimizer, accumulate=config.accumulate,
                         aux_weight=config.aux_weight,
                         align_corners=self.model.config.align_corners,
                         amp_dtype=amp_dtype, scaler=scaler,
                     )  # fmt: skip
+                if D.any_rank(not math.isfinite(float(loss))):  # save nothing diverged
+                    raise TrainingDivergedError(float(loss), done, lr, self.out, self.saved)
                 self.window["loss_sum"] += float(loss)
                 self.window["steps"] += 1
                 last = done == config.iters
@@ -223,9 +251,6 @@ class _Run:
     def _restore(self, optimizer: torch.optim.Optimizer, scaler: Any) -> int:
         if self.state is None:
             torch.manual_seed(_dropout_seed(self.config.seed, self.world.rank))
-            if self.world.is_main:
-                start_run_dir(self.config)
-            D.barrier()
             return 0
         state = self.state
         if state.world_size != self.world.size:
@@ -238,15 +263,36 @@ class _Run:
             scaler.load_state_dict(state.scaler)
         restore_rng(state.rng[self.world.rank])
         self.window = dict(state.log[self.world.rank])
-        if self.world.is_main:
-            self.log.truncate(state.iteration)
-        D.barrier()
-        self._say(f"Resuming {self.out} at iteration {state.iteration} of {self.config.iters}.")
         return state.iteration
+
+    def _begin(self, start: int, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+        """Everything is validated: lock the run directory (rank 0, until the run ends), remove
+        the temporaries of a killed save, then start a new run (its files, iteration 0 saved)
+        or cut a resumed run's metrics back to its checkpoint."""
+        problem = None
+        if self.world.is_main:
+            try:
+                self.held.enter_context(claim_run_dir(self.config, self.stamp))
+            except RunDirectoryError as error:
+                problem = str(error)
+        problems = D.all_gather_objects(problem)  # every rank stops when rank 0 cannot claim
+        if problems[0] is not None:
+            raise RunDirectoryError(problems[0])
+        if self.world.is_main:
+            if self.state is None:
+                start_run_dir(self.config)
+            else:
+                self.log.truncate(start)
+        D.barrier()
+        if start == 0:
+            self._save(0, optimizer, scaler)
+        else:
+            self._say(f"Resuming {self.out} at iteration {start} of {self.config.iters}.")
 
     def _save(self, done: int, optimizer: torch.optim.Optimizer, scaler: Any) -> None:
         rng = D.all_gather_objects(capture_rng())
         windows = D.all_gather_objects(dict(self.window))
+        self.saved = done  # the iteration a divergence falls back to
         if self.world.is_main:
             training = {"run": str(self.out), "iteration": done}
             provenance = {**self.model.provenance, "training": training}

@@ -67,40 +67,55 @@ def available_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def _advice(crop_size: int, batch_size: int) -> str:
+def _advice(crop_size: int, batch_size: int, accumulate: int = 1) -> str:
+    where = "per micro-batch" if accumulate > 1 else "per process"
+    crops = f"{batch_size} crops" if batch_size != 1 else "one crop"
+    return f"{crops} of {crop_size}x{crop_size} {where}"
+
+
+def _fixes(batch_size: int, accumulate: int) -> str:
+    """How to fit: first the routes that keep the recipe's step (more micro-batches, more
+    processes), then those that change it."""
+    if batch_size == 1:
+        return "Lower --crop-size (a micro-batch of one crop is the smallest step)."
+    per_process = batch_size * accumulate
+    more = next(d for d in range(accumulate + 1, per_process + 1) if per_process % d == 0)
     return (
-        f"{batch_size} crops of {crop_size}x{crop_size} per process"
-        if batch_size != 1
-        else f"one crop of {crop_size}x{crop_size} per process"
+        f"Keep the step with --accumulate {more} ({per_process // more} "
+        f"crop{'s' if per_process // more > 1 else ''} per micro-batch) or more processes "
+        "under torchrun; else lower --crop-size or --batch-size."
     )
 
 
 def check_training_memory(
-    model: nn.Module, crop_size: int, batch_size: int, device: torch.device
+    model: nn.Module, crop_size: int, batch_size: int, device: torch.device, *, accumulate: int = 1
 ) -> int:
-    """Raise :class:`InsufficientMemoryError` when the estimate exceeds the available memory;
+    """Raise :class:`InsufficientMemoryError` when the estimate for micro-batches of
+    ``batch_size`` crops (``accumulate`` of them per step) exceeds the available memory;
     return the estimate (bytes)."""
     need = estimate_training_bytes(model, crop_size, batch_size)
     have = available_bytes(device)
     if need > have:
         raise InsufficientMemoryError(
-            f"training with {_advice(crop_size, batch_size)} needs about {need / GIB:.1f} GiB, "
-            f"but {device.type} has {have / GIB:.1f} GiB available. "
-            "Lower --crop-size or --batch-size."
+            f"training with {_advice(crop_size, batch_size, accumulate)} needs about "
+            f"{need / GIB:.1f} GiB, but {device.type} has {have / GIB:.1f} GiB available. "
+            f"{_fixes(batch_size, accumulate)}"
         )
     return need
 
 
 @contextmanager
-def out_of_memory_as_error(crop_size: int, batch_size: int, device: torch.device) -> Iterator[None]:
-    """Turn an out-of-memory failure inside the block into one clear
-    :class:`InsufficientMemoryError`."""
+def out_of_memory_as_error(
+    crop_size: int, batch_size: int, device: torch.device, *, accumulate: int = 1
+) -> Iterator[None]:
+    """Turn an out-of-memory failure inside the block (micro-batches of ``batch_size`` crops)
+    into one clear :class:`InsufficientMemoryError`."""
     try:
         yield
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
         raise InsufficientMemoryError(
-            f"training with {_advice(crop_size, batch_size)} ran out of memory on "
-            f"{device.type}. Lower --crop-size or --batch-size."
+            f"training with {_advice(crop_size, batch_size, accumulate)} ran out of memory on "
+            f"{device.type}. {_fixes(batch_size, accumulate)}"
         ) from None

@@ -10,7 +10,10 @@
         tensorboard/                     TensorBoard scalars, when tensorboard is installed
 
 A directory holding another run is refused unless the run is resumed or ``overwrite`` is set;
-a non-empty directory that holds no run is never written into.
+a non-empty directory that holds no run is never written into. A run that saved no state yet
+(stopped between ``train_config.json`` and the first ``train_state.pt``) may simply be started
+again. One process writes a run directory at a time: :func:`lock_run_dir` holds ``.train.lock``
+(its PID inside) for the whole run, and the writer removes the temporaries a killed run left.
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..config import TRAIN_RUNTIME_FIELDS, TrainConfig
 from ..errors import RunDirectoryError
-from ..files import read_json, write_text_atomic
+from ..files import (
+    disk_full_as_error,
+    exclusive_lock,
+    read_json,
+    stale_temporaries,
+    write_text_atomic,
+)
 from ..weights.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from .state import STATE_NAME
 
@@ -32,6 +42,8 @@ RUN_CONFIG_NAME = "train_config.json"
 METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 RUN_FILES = (CONFIG_NAME, WEIGHTS_NAME, RUN_CONFIG_NAME, STATE_NAME, METRICS_NAME)
+#: held (fcntl.flock) by the one process writing the run directory; it holds that PID
+LOCK_NAME = ".train.lock"
 #: metrics.jsonl fields that measure time: they differ between runs of identical maths
 TIMING_FIELDS = ("it_per_s", "elapsed_s")
 
@@ -81,22 +93,75 @@ def check_run_dir(config: TrainConfig) -> Path:
         return out
     if out.exists() and not out.is_dir():
         raise RunDirectoryError(f"{out} exists and is not a directory. Choose another --out.")
-    holds_run = (out / RUN_CONFIG_NAME).is_file()
-    if holds_run and not config.overwrite:
+    started = (out / RUN_CONFIG_NAME).is_file()
+    if started and (out / STATE_NAME).is_file() and not config.overwrite:
         raise RunDirectoryError(
             f"{out} already holds a training run. Pass --resume to continue it, --overwrite to "
             "replace it, or choose another --out."
         )
-    if not holds_run and out.is_dir() and any(out.iterdir()):
+    ours = {LOCK_NAME, *(p.name for p in stale_temporaries(out, RUN_FILES))}
+    if not started and out.is_dir() and any(p.name not in ours for p in out.iterdir()):
         raise RunDirectoryError(
             f"{out} is not empty and holds no training run. Choose a new or empty --out."
         )
     return out
 
 
+def lock_run_dir(out: Path) -> AbstractContextManager[None]:
+    """Hold the run directory ``out`` (created if missing) for this process until the block
+    ends; another process holding it raises :class:`RunDirectoryError` naming its PID."""
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def busy(pid: int | None) -> RunDirectoryError:
+        holder = f"process {pid}" if pid is not None else "a process whose PID cannot be read"
+        return RunDirectoryError(
+            f"{out} is in use by another training run ({holder}). Wait for it to finish, or "
+            "choose another --out."
+        )
+
+    return exclusive_lock(out / LOCK_NAME, busy)
+
+
+def state_stamp(out: Path) -> tuple[int, int, int] | None:
+    """Inode, size and modification time of ``out/train_state.pt`` (None when absent): every
+    save changes it."""
+    try:
+        status = (Path(out).expanduser() / STATE_NAME).stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+@contextmanager
+def claim_run_dir(config: TrainConfig, stamp: tuple[int, int, int] | None) -> Iterator[Path]:
+    """Hold ``config.out`` (:func:`lock_run_dir`) for the block, once it is checked again under
+    the lock (a run that ended while this one was being set up; for a resumed run, a state
+    other than the ``stamp`` read), with the temporaries a killed save left removed."""
+    with lock_run_dir(Path(config.out)):
+        out = check_run_dir(config)
+        if config.resume and state_stamp(out) != stamp:
+            raise RunDirectoryError(
+                f"{out} was saved by another process while this one was starting. "
+                "Run the command again."
+            )
+        remove_stale_temporaries(out)
+        yield out
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the hidden temporaries (``.train_state.pt.1a2b3c4d.tmp``...) that a run killed
+    while saving left in ``out``; only the holder of :func:`lock_run_dir` may call this."""
+    stale = [p for p in stale_temporaries(Path(out).expanduser(), RUN_FILES) if not p.is_dir()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def start_run_dir(config: TrainConfig) -> Path:
     """Make ``config.out`` ready for a new run (after :func:`check_run_dir`): the files of a run
-    being overwritten are deleted (nothing else), and ``train_config.json`` is written."""
+    being overwritten, or of one that saved no state, are deleted (nothing else), and
+    ``train_config.json`` is written."""
     out = Path(config.out).expanduser()
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
@@ -115,7 +180,7 @@ class MetricsLog:
         self.path = Path(directory) / METRICS_NAME
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
+        with disk_full_as_error(self.path), open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
 

@@ -4,6 +4,8 @@
   a pure function of the iteration (no scheduler object whose state could drift).
 - Weight decay: on convolution (and linear) weights only, as TF-slim's DeepLab does; batch-norm
   scales/shifts and biases are not decayed.
+- A learning-rate multiplier for the classifier (TF DeepLab's ``last_layer_gradient_multiplier``)
+  for training a fresh classifier on features that must move slowly.
 - Batch norm: momentum 0.0003 (TF's decay 0.9997) on every BN module; "frozen" BN (the paper's
   second stage) keeps its running statistics *and* its affine parameters fixed.
 """
@@ -15,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..models.surgery import CLASSIFIER_PREFIXES
 
 #: Batch-norm module types (plain and synchronised; the CPU SyncBN subclasses BatchNorm2d).
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -37,28 +41,40 @@ def poly_lr(base_lr: float, iteration: int, max_iters: int, power: float = 0.9) 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Give every parameter group of ``optimizer`` the learning rate ``lr``."""
+    """Give every parameter group of ``optimizer`` the learning rate ``lr`` (times the group's
+    ``lr_multiplier`` where it has one)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_multiplier", 1.0)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two SGD groups over the trainable parameters: conv/linear weights with ``weight_decay``,
-    everything else (BN scale/shift, biases) without. Frozen parameters are left out."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for module in model.modules():
+def param_groups(
+    model: nn.Module, weight_decay: float, *, classifier_lr_multiplier: float = 1.0
+) -> list[dict[str, Any]]:
+    """SGD groups over the trainable parameters: conv/linear weights with ``weight_decay``,
+    everything else (BN scale/shift, biases) without. Frozen parameters are left out. With a
+    ``classifier_lr_multiplier`` other than 1, the classifier and the aux head (the tensors a
+    class-count change re-initialises) get two more groups of that ``lr_multiplier``."""
+    groups = {(decays, boost): [] for decays in (True, False) for boost in (False, True)}
+    for module_name, module in model.named_modules():
         for name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad:
                 continue
-            if name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)):
-                decay.append(parameter)
-            else:
-                no_decay.append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+            decays = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+            boost = classifier_lr_multiplier != 1.0 and f"{module_name}.{name}".startswith(
+                CLASSIFIER_PREFIXES
+            )
+            groups[decays, boost].append(parameter)
+    result = [
+        {"params": groups[True, False], "weight_decay": weight_decay},
+        {"params": groups[False, False], "weight_decay": 0.0},
     ]
+    if classifier_lr_multiplier != 1.0:
+        result += [
+            {"params": groups[decays, True], "weight_decay": weight_decay if decays else 0.0,
+             "lr_multiplier": classifier_lr_multiplier}
+            for decays in (True, False)
+        ]  # fmt: skip
+    return result
 
 
 def batch_norms(model: nn.Module) -> list[nn.Module]:

@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "describe_model": "resolve",
     "download_model": "resolve",
     "convert_model": "resolve",
+    "describe_reference": "describe",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "ModelCard": "cards",

@@ -1,9 +1,10 @@
 """Model cards: pretrained checkpoints described as data (one small TOML file each in weights/).
 
 A card names a checkpoint and says where its bytes live (a Hugging Face Hub repo + revision +
-filename, or a URL), how to verify them (sha256 and size where known), what format they are in,
+filename, a URL, or a file shipped beside the card: the embedded default), how to verify them (sha256 and size where known), what format they are in,
 which architecture and classes they carry, how inputs are preprocessed, what the publisher
-reported about them, and under which licence. Cards never hold weights.
+reported about them, and under which licence. Cards never hold weights; the one weights file
+that ships, the embedded default model, sits beside its card with its licence files.
 
 The cards shipped with deeplabcli live in the top-level ``weights/`` directory of the source
 tree, which the wheel installs as ``deeplabcli/weights/card_files``. ``DEEPLAB_CARDS_DIR`` points the
@@ -58,11 +59,12 @@ class ModelCard:
     architecture: str  # registered architecture the weights fit (e.g. deeplabv3_resnet50)
     backbone: str  # for listings: resnet50, resnet101, mobilenetv2
     license: str
-    # --- where the bytes live: a Hub repo (+ revision + filename) or a URL ---
+    # --- where the bytes live: a Hub repo (+ revision + filename), a URL, or a file beside ---
     repo: str | None = None
     revision: str = "main"  # a commit hash where known
     filename: str | None = None  # the weights file in the repo (config.json is fetched too)
     url: str | None = None
+    file: str | None = None  # a weights file shipped beside the card (the embedded model)
     sha256: str | None = None  # hex digest of the weights file, where known
     size: int | None = None  # bytes, where known
     # --- what the weights mean ---
@@ -71,6 +73,8 @@ class ModelCard:
     metric: Metric | None = None
     default: bool = False  # the model predict and eval use when no --model is given
     mirrors: tuple[str, ...] = ()  # other places that publish the same weights (informational)
+    license_files: tuple[str, ...] = ()  # licence and notice files beside the card
+    upstream: dict[str, str] = field(default_factory=dict)  # what `file` was made from, and how
     notes: str = ""
     path: Path | None = None  # the card file itself
 
@@ -81,10 +85,22 @@ class ModelCard:
 
     @property
     def source(self) -> str:
-        """Where the weights come from, in one string: ``repo@revision/filename`` or the URL."""
+        """Where the weights come from, in one string: ``repo@revision/filename``, the URL, or
+        ``embedded:<file>`` for a file shipped with the package."""
         if self.repo:
             return f"{self.repo}@{self.revision}/{self.filename}"
+        if self.file:
+            return f"embedded:{self.file}"
         return str(self.url)
+
+    @property
+    def embedded(self) -> bool:
+        """True for a card whose weights ship with the package (nothing to download)."""
+        return self.file is not None
+
+    def beside(self, name: str) -> Path:
+        """The path of file ``name`` in the card's directory (its weights or licence files)."""
+        return (self.path.parent if self.path else cards_dir()) / name
 
     @property
     def num_classes(self) -> int | None:
@@ -182,6 +198,7 @@ def _card_from_dict(data: dict[str, Any], path: Path) -> ModelCard:
         revision=str(source.get("revision", "main")),
         filename=source.get("filename"),
         url=source.get("url"),
+        file=source.get("file"),
         sha256=source.get("sha256"),
         size=int(source["size"]) if "size" in source else None,
         classes=tuple(str(c) for c in classes),
@@ -189,6 +206,8 @@ def _card_from_dict(data: dict[str, Any], path: Path) -> ModelCard:
         metric=_metric(metric) if metric else None,
         default=bool(data.get("default", False)),
         mirrors=tuple(str(m) for m in data.get("mirrors", ())),
+        license_files=tuple(str(f) for f in data.get("license_files", ())),
+        upstream={str(k): str(v) for k, v in data.get("upstream", {}).items()},
         notes=str(data.get("notes", "")).strip(),
         path=path,
     )
@@ -211,8 +230,13 @@ def _metric(data: dict[str, Any]) -> Metric:
 def _validate(card: ModelCard) -> None:
     if card.format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {card.format!r}")
-    if bool(card.repo) == bool(card.url):
-        raise ValueError("[source] needs exactly one of repo or url")
+    if sum(bool(v) for v in (card.repo, card.url, card.file)) != 1:
+        raise ValueError("[source] needs exactly one of repo, url or file")
+    for name in (card.file, *card.license_files):
+        if name is not None and (Path(name).name != name or name.startswith(".")):
+            raise ValueError(f"{name!r} must be the name of a file beside the card")
+    if card.file and (card.format != "ours" or card.sha256 is None):
+        raise ValueError("[source] file needs format 'ours' and its sha256")
     if card.repo and not card.filename:
         raise ValueError("[source] repo needs a filename (the weights file)")
     if card.url and card.format in ("ours", "transformers"):

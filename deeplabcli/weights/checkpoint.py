@@ -13,6 +13,7 @@ directory one by one, each through a temporary name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,9 +27,17 @@ import torch
 
 from .. import __version__
 from ..config import ModelConfig
-from ..errors import ConfigError, ModelLoadError, OutputWriteError
-from ..files import atomic_file, read_json, temporary_sibling, write_text_atomic
-from ..models import DeepLabV3, load_strict
+from ..config.fields import show
+from ..errors import ConfigError, DiskFullError, ModelLoadError, OutputWriteError
+from ..files import (
+    atomic_file,
+    check_writable,
+    new_file_mode,
+    read_json,
+    temporary_sibling,
+    write_text_atomic,
+)
+from ..models import DeepLabV3, list_archs, load_strict
 from .formats import read_safetensors
 
 FORMAT_NAME = "deeplabcli"
@@ -107,10 +116,13 @@ def save_checkpoint(
                 f"{' ...' if len(others) > 3 else ''} (a training run?), so it is not replaced. "
                 "Choose another output directory."
             )
+    else:
+        check_writable(directory, "Choose another output directory")  # e.g. under a file
     parent = directory.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=parent))
+        os.chmod(tmp, new_file_mode(directory=True))  # as any new folder, not mkdtemp's 0700
     except OSError as error:
         raise OutputWriteError(
             f"cannot write to {parent} ({error.strerror}). Check the path."
@@ -118,13 +130,26 @@ def save_checkpoint(
     try:
         _write_files(model, tmp, provenance)
         if directory.exists():
+            if not overwrite:  # absent when checked above: another writer came first
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
             old = temporary_sibling(directory).with_suffix(".old")
             os.replace(directory, old)
-            os.replace(tmp, directory)
+            try:
+                os.replace(tmp, directory)
+            except OSError:
+                os.replace(old, directory)  # the earlier checkpoint goes back in place
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, directory)
+    except DiskFullError:
+        raise DiskFullError(directory) from None  # not the hidden temporary's name
     except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another writer came first
+            raise OutputWriteError(
+                f"{directory} was written by another process while this one was writing it, so "
+                "it was not replaced. Choose another output directory, or pass --overwrite."
+            ) from None
         raise OutputWriteError(
             f"cannot write checkpoint {directory} ({error.strerror}). Check space and permissions."
         ) from None
@@ -186,14 +211,20 @@ def config_from_document(document: Any, where: str) -> tuple[ModelConfig, dict[s
             f"{where} has checkpoint format version {version!r}, this deeplabcli reads up to "
             f"{FORMAT_VERSION}. Upgrade deeplabcli."
         )
-    try:
-        config = ModelConfig.from_dict(document["model"])
-    except (TypeError, ValueError) as error:
+    if not isinstance(document["model"], dict):
         raise ModelLoadError(
-            f"{where} holds an invalid model config ({error}). Re-create it."
-        ) from None
+            f"{where}: model must be a table of model settings, not {show(document['model'])}. "
+            "Re-create the checkpoint."
+        )
+    try:
+        config = ModelConfig.from_dict(document["model"], where=where)
     except ConfigError as error:
-        raise ModelLoadError(f"{where}: {error}") from None
+        raise ModelLoadError(str(error)) from None
+    if config.arch not in list_archs():
+        raise ModelLoadError(
+            f"{where} names the unknown architecture {config.arch!r}. Set its model arch to one "
+            f"of {', '.join(list_archs())}, or upgrade deeplabcli if a newer version wrote it."
+        )
     return config, dict(document.get("provenance") or {})
 
 
@@ -225,6 +256,7 @@ def load_state_dict_strict(
     load_strict(
         model,
         state_dict,
+        source=f"the weights in {where}",
         error=lambda problems: ModelLoadError(
             f"weights in {where} do not fit the model config: {problems}. "
             "The files belong to different models; re-create the checkpoint."

@@ -1,4 +1,5 @@
-"""Downloads: the only module that talks to the network.
+"""Downloads: the only module that fetches files (:mod:`.probe` only asks whether a server
+answers at all).
 
 Hub files go through ``huggingface_hub.hf_hub_download`` (its cache, revisions and locks); URL
 files (torchvision's) through a plain streaming HTTP download into the same cache tree. Settings
@@ -8,6 +9,8 @@ are read from the environment on every call, so they work even when set after im
 - ``HF_HUB_CACHE`` / ``HF_HOME`` / ``XDG_CACHE_HOME``: where files are cached; URL downloads go
   to ``$HF_HOME/deeplabcli/urls/<host>/<path>``;
 - ``HF_HUB_OFFLINE=1``: never touch the network, use cached files only;
+- ``DEEPLAB_HUB_TIMEOUT``: seconds to wait for the Hub (or a URL's host) to answer at all
+  (default 1.5) before a file that is not cached is reported as unreachable;
 - ``DEEPLAB_URL_MIRROR``: a base URL that replaces the scheme and host of every card URL
   (``https://download.pytorch.org/models/x.pth`` → ``$DEEPLAB_URL_MIRROR/models/x.pth``), for
   mirrors and air-gapped installs. The cache key stays the original URL.
@@ -16,6 +19,12 @@ Every file is verified before anyone reads it: against the card's sha256/size wh
 against the sha256 prefix in a torchvision file name, and for Hub files against the Hub's own
 content hash (an LFS file's ETag is its sha256; a small file's is its git blob sha1). A file
 that fails is deleted from the cache and an :class:`IntegrityError` is raised.
+
+Offline is fast and quiet: a Hub file already in the cache is used without asking the network
+(``try_to_load_from_cache`` first), and before huggingface_hub is asked for a file that is not
+cached, one bounded probe checks that the endpoint answers at all, so an unreachable Hub is one
+error line after at most ``DEEPLAB_HUB_TIMEOUT`` seconds instead of huggingface_hub's retries
+with back-off (whose log lines are silenced too).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pathlib import Path
 
 from ..errors import DownloadError, IntegrityError
 from .integrity import hash_prefix_from_name, remember_digest, verify_file
+from .probe import endpoint_problem, quiet_hub
 
 URL_MIRROR_ENV = "DEEPLAB_URL_MIRROR"
 _CHUNK = 1 << 20
@@ -81,7 +91,7 @@ def _how_to_proceed() -> str:
     return (
         "Check the network, set HF_ENDPOINT (Hub) or DEEPLAB_URL_MIRROR (URLs) to a mirror, run "
         "`deeplab download NAME` on a connected machine and copy its cache (HF_HOME), "
-        "or pass --model PATH to local weights."
+        "or use local weights in its place (a checkpoint folder or a weights file)."
     )
 
 
@@ -100,9 +110,10 @@ def hub_download(
     """Fetch ``filename`` from Hub repo ``repo_id`` at ``revision`` (cached) and verify it.
 
     Returns the local path, or None when ``missing_ok`` and the repo has no such file.
-    ``quiet`` hides huggingface_hub's progress bar.
+    ``quiet`` hides huggingface_hub's progress bar. A cached copy is used without asking the
+    Hub, so a cached model loads with no network wait.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.utils import (  # (also importable here in older huggingface_hub)
         EntryNotFoundError,
         HfHubHTTPError,
@@ -114,8 +125,19 @@ def hub_download(
 
     what = what or f"{repo_id}@{revision}"
     where = f"{filename} of Hub repo {repo_id}@{revision}"
+    cached = try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache_dir(), revision=revision)
+    if isinstance(cached, str):
+        return _verified(Path(cached), where, what, sha256, size)
+    if missing_ok and cached is not None:
+        return None  # the cache remembers that the repo has no such file
+    problem = None if is_offline() else endpoint_problem(hub_endpoint())
+    if problem:
+        raise DownloadError(
+            f"cannot get {what}: {where} is not cached and the Hub at {hub_endpoint()} cannot be "
+            f"reached ({problem}). " + _how_to_proceed()
+        )
     try:
-        with _progress_bars(enabled=not quiet):
+        with _progress_bars(enabled=not quiet), quiet_hub():
             local = hf_hub_download(
                 repo_id,
                 filename,
@@ -160,7 +182,12 @@ def hub_download(
         raise DownloadError(
             f"downloading {where} for {what} failed ({_one_line(error)}). " + _how_to_proceed()
         ) from None
-    path = Path(local)
+    return _verified(Path(local), where, what, sha256, size)
+
+
+def _verified(path: Path, where: str, what: str, sha256: str | None, size: int | None) -> Path:
+    """``path`` once it matches ``sha256``/``size`` and the Hub's own content hash (its blob
+    name); a file that does not is deleted and an :class:`IntegrityError` raised."""
     blob = path.resolve().name
     verify_file(
         path,
@@ -226,6 +253,13 @@ def url_download(
             + _how_to_proceed()
         )
     source = mirrored_url(url)
+    parts = urllib.parse.urlsplit(source)
+    problem = endpoint_problem(f"{parts.scheme}://{parts.netloc}")
+    if problem:
+        raise DownloadError(
+            f"cannot get {what}: {url} is not cached and {parts.netloc} cannot be reached "
+            f"({problem}). " + _how_to_proceed()
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.incomplete")
     try:

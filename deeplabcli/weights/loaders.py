@@ -35,6 +35,7 @@ from .formats import (
     torchvision_arch,
 )
 from .integrity import sha256_file
+from .packed import is_packed, unpack
 
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 MODELS_HINT = "Run `deeplab models` to list model names"
@@ -88,14 +89,19 @@ def load_directory(path: Path) -> DeepLabV3:
 
 
 def load_safetensors_file(path: Path) -> DeepLabV3:
+    """A model from one ``.safetensors`` file: ours (the config in its metadata; weights plain
+    or packed, see :mod:`.packed`) or a bare state dict recognised by its names."""
     embedded = safetensors_metadata(path).get(METADATA_CONFIG_KEY)
+    tensors = read_safetensors(path)
+    if is_packed(tensors):
+        tensors = unpack(tensors, str(path))
     if embedded:
         try:
             document = json.loads(embedded)
         except json.JSONDecodeError:
             document = None
-        return build_ours(document, read_safetensors(path), str(path))
-    return from_state_dict(read_safetensors(path), path, str(path.resolve()))
+        return build_ours(document, tensors, str(path))
+    return from_state_dict(tensors, path, str(path.resolve()))
 
 
 def build_ours(document: Any, state_dict: Mapping[str, torch.Tensor], where: str) -> DeepLabV3:

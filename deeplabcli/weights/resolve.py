@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelLoadError, OutputWriteError
+from ..errors import IntegrityError, ModelLoadError, OutputWriteError
+from ..files import check_writable
 from ..models import DeepLabV3
 from . import download as hub
 from .cards import ModelCard, default_card, find_card, get_card
@@ -46,6 +47,7 @@ from .loaders import (
     check_transformers_config,
     from_transformers_config,
     load_path,
+    load_safetensors_file,
     load_tflite,
     read_json,
 )
@@ -152,6 +154,8 @@ def fetch_card_files(card: ModelCard, *, quiet: bool = False) -> dict[str, Path]
     """Download (or find in the cache) and verify a card's files: ``{"weights": ...}`` plus
     ``{"config": ...}`` for Hub cards in our or transformers' format."""
     what = f"model {card.name!r}"
+    if card.file:
+        return {"weights": embedded_file(card)}
     if card.url:
         weights = hub.url_download(
             card.url, what=what, sha256=card.sha256, size=card.size, quiet=quiet
@@ -170,8 +174,30 @@ def fetch_card_files(card: ModelCard, *, quiet: bool = False) -> dict[str, Path]
     return files
 
 
+def embedded_file(card: ModelCard) -> Path:
+    """The weights file shipped beside ``card``, checked against the card's sha256 (and never
+    deleted: it belongs to the installation, not to the download cache)."""
+    path = card.beside(str(card.file))
+    if not path.is_file():
+        raise ModelLoadError(
+            f"the embedded model file {path} of {card.name!r} is missing from this installation. "
+            "Reinstall deeplabcli (from a checkout: pip install .)."
+        )
+    digest = sha256_file(path)
+    if digest != card.sha256:
+        raise IntegrityError(
+            f"the embedded model file {path} has sha256 {digest[:12]}… instead of the card's "
+            f"{str(card.sha256)[:12]}…, so it is damaged. Reinstall deeplabcli "
+            "(from a checkout: pip install .)."
+        )
+    return path
+
+
 def card_is_cached(card: ModelCard) -> bool:
-    """Whether a card's weights are in the local cache (no network, no hashing)."""
+    """Whether a card's weights are on this machine (cached or embedded; no network, no
+    hashing)."""
+    if card.file:
+        return card.beside(card.file).is_file()
     if card.url:
         return hub.url_cache_path(card.url).is_file()
     assert card.repo and card.filename
@@ -193,7 +219,10 @@ def load_card_model(card: ModelCard, *, quiet: bool = False) -> DeepLabV3:
         origin=card.source,
         sha256=sha256_file(weights),
     )
-    if card.format == "ours":
+    if card.file:  # our format in one file (config in its metadata), weights maybe packed
+        model = load_safetensors_file(weights)
+        provenance = {**provenance, **model.provenance, "license": card.license}
+    elif card.format == "ours":
         model = build_ours(read_json(files["config"]), read_safetensors(weights), card.name)
     elif card.format == "transformers":
         document = read_json(files["config"])
@@ -270,6 +299,8 @@ def convert_model(src: Ref, output: str | os.PathLike, *, overwrite: bool = Fals
         raise OutputWriteError(
             f"{output} already exists. Pass --overwrite to replace it, or choose another -o."
         )
+    if not output.is_dir():
+        check_writable(output, "Choose another -o")  # before the model is loaded
     model = load_model(src)
     return save_checkpoint(model, output, provenance=model.provenance, overwrite=overwrite)
 

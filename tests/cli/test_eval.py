@@ -134,10 +134,13 @@ def test_report_option(folder: Path, tiny3: Path, tmp_path: Path) -> None:
 def test_rgb_mask(folder: Path, tiny3: Path) -> None:
     bad = folder / "masks" / "im2.png"
     save_image(bad, np.zeros((20, 30, 3), np.uint8))
+    masks = bad.parent
     fails_with(
-        f"{bad} is an RGB colour mask, not a class-index mask. Convert colour masks with "
-        f"`deeplab data convert-masks {bad.parent}` (palette colours → class indices), or save "
-        "masks as palette (P) or grayscale (L) PNGs of class indices.",
+        f"{bad} is an RGB colour mask, not a class-index mask. Convert the colour masks with "
+        f"`deeplab data convert-masks {masks} -o {folder / 'masks_index'} --classes "
+        f"{folder / 'classes.txt'}` (class colours → class indices) and use the converted masks "
+        f"in place of {masks}, or save masks as palette (P) or grayscale (L) PNGs of class "
+        "indices.",
         "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
     )  # fmt: skip
 
@@ -241,3 +244,107 @@ def test_bad_option_values(folder: Path, tiny3: Path) -> None:
     ]:
         code, _, err = run("--data-root", str(folder), "--model", str(tiny3), *args)
         assert code == 2 and text in err, err
+
+
+# ---------------------------------------------------------------------- the report (issue 13 §1)
+def test_a_second_report_keeps_the_users_files(folder: Path, tiny3: Path, tmp_path: Path) -> None:
+    """`eval --report rep2` run a second time deleted notes.txt and mine/keep.txt."""
+    from support.hashes import tree_hashes
+
+    rep2 = tmp_path / "rep2"
+    args = ("--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+            "--report", str(rep2), "--worst", "2", "-q")  # fmt: skip
+    code, _, err = run(*args)
+    assert code == 0, err
+    (rep2 / "notes.txt").write_text("my notes")
+    (rep2 / "mine").mkdir()
+    (rep2 / "mine" / "keep.txt").write_text("keep me")
+    theirs = {k: v for k, v in tree_hashes(rep2).items() if k in ("notes.txt", "mine/keep.txt")}
+    code, _, err = run(*args)
+    assert code == 0, err
+    after = tree_hashes(rep2)
+    assert {k: after.get(k) for k in theirs} == theirs
+    assert sorted(after) == sorted(["notes.txt", "mine/keep.txt", *json.loads(
+        (rep2 / "metrics.json").read_text())["report_files"]])  # fmt: skip
+
+
+def test_an_unwritable_report_is_refused_before_evaluating(folder, tiny3, tmp_path, monkeypatch):
+    """`--report /proc/nope` was refused only after the whole split was evaluated."""
+    import deeplabcli.evaluation.protocol as protocol
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before the report location was checked")
+
+    monkeypatch.setattr(protocol, "evaluate_dataset", never)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    places = {blocker / "rep": f"it is under the file {blocker}"}
+    if Path("/proc/self").is_dir():
+        places[Path("/proc/nope")] = "this folder does not accept new files"
+    for place, reason in places.items():
+        fails_with(
+            f"cannot write to {place} ({reason}). Give --report a writable folder.",
+            "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+            "--report", str(place),
+        )  # fmt: skip
+    assert blocker.read_text() == "x"
+
+
+def test_a_report_that_fails_afterwards_still_prints_the_metrics(folder, tiny3, tmp_path,
+                                                                 monkeypatch) -> None:  # fmt: skip
+    import errno
+
+    from support.hashes import tree_hashes
+
+    import deeplabcli.evaluation.report as report_module
+
+    rep = tmp_path / "rep"
+    args = ("--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+            "--report", str(rep), "--json")  # fmt: skip
+    code, first, err = run(*args)
+    assert code == 0, err
+    (rep / "notes.txt").write_text("my notes")
+    before = tree_hashes(rep)
+
+    def full(path, result):
+        Path(path).write_bytes(b"half a chart")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report_module, "iou_chart", full)
+    code, out, err = run(*args)
+    assert code == 1
+    timing = ("seconds", "images_per_second")
+    record, earlier = json.loads(out), json.loads(first)
+    assert {k: v for k, v in record.items() if k not in timing} == {
+        k: v for k, v in earlier.items() if k not in timing}  # fmt: skip
+    assert "Per-class IoU" in err and "mIoU %" in err  # the table too, before the error
+    assert errors(err) == [
+        f"Error: no space left on device while writing {rep}. Free space on that disk or "
+        "choose another output location."
+    ]
+    assert err.rstrip().splitlines()[-1] == errors(err)[0] and "Traceback" not in err
+    assert tree_hashes(rep) == before  # the earlier report and the notes, as they were
+
+
+# ---------------------------------------------------------------------- issue 13
+def test_a_scale_too_large_for_an_image_is_one_error_line(folder: Path, tiny3: Path) -> None:
+    image = folder / "images" / "im0.png"
+    fails_with(
+        f"scale 200 makes a 6000×4000 network input (24,000,000 pixels) for the 30×20 image "
+        f"'im0' ({image}), above the limit of 16,777,216 pixels (4096×4096). Use --scales of at "
+        "most 167.21 for it.",
+        "--dataset", "folder", "--data-root", str(folder), "--model", str(tiny3),
+        "--scales", "1,200", "--workers", "0",
+    )  # fmt: skip
+
+
+def test_a_split_that_lists_an_image_twice_is_refused(folder: Path, tiny3: Path) -> None:
+    (folder / "splits").mkdir()
+    (folder / "splits" / "boot.txt").write_text("im0\nim1\nim1\nim2\nim0\nim1\n")
+    fails_with(
+        "split 'boot' lists 2 images more than once (im0 (2×), im1 (3×)), so the evaluation "
+        "would count them twice. Evaluate a list that names each image once (bootstrapped "
+        "lists are for training).",
+        "--dataset", "folder", "--data-root", str(folder), "--split", "boot",
+        "--model", str(tiny3),
+    )  # fmt: skip

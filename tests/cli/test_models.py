@@ -15,6 +15,7 @@ from support.fakehub import FakeServer
 
 from deeplabcli import build_model, load_checkpoint, save_checkpoint
 from deeplabcli.cli import main
+from deeplabcli.errors import OutputWriteError
 from deeplabcli.models.resnet import DilatedResNet
 from deeplabcli.weights.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
@@ -57,17 +58,65 @@ def test_models_table_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
     result = run("models")
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # the table is a side display on stderr
-    for text in ("deeplabv3-mobilenetv2-voc *", "deeplabv3-resnet101-voc", "resnet50-imagenet",
+    for text in ("deeplabv3-mobilenetv2-voc-8bit *", "deeplabv3-resnet101-voc", "resnet50-imagenet",
                  "hf:google/deeplabv3_mobilenet_v2_1.0_513", "66.4 mIoU", "download.pytorch.org"):  # fmt: skip
         assert text in result.stderr, text
 
     listed = json.loads(run("models", "--json").stdout)
     by_name = {row["name"]: row for row in listed}
-    assert [row["name"] for row in listed if row["default"]] == ["deeplabv3-mobilenetv2-voc"]
+    assert [row["name"] for row in listed if row["default"]] == ["deeplabv3-mobilenetv2-voc-8bit"]
     resnet101 = by_name["deeplabv3-resnet101-voc"]
     assert resnet101["metric"] == "67.4 mIoU (COCO val2017 (VOC labels))"
     assert resnet101["source"].endswith("deeplabv3_resnet101_coco-586e9e4e.pth")
     assert resnet101["num_classes"] == 21 and resnet101["cached"] is False
+
+
+def test_names_are_never_cut_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deeplabcli.weights.cards import list_cards
+
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stderr
+    for card in list_cards():  # each name whole, on one line, in the first column
+        assert any(line.startswith(f"│ {card.name} ") for line in lines), card.name
+    assert any("deeplabv3-mobilenetv2-voc-8bit *" in line and "embedded" in line for line in lines)
+
+
+def test_info_describes_a_card_without_downloading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_download(*args, **kwargs):
+        raise AssertionError("deeplab info must not download")
+
+    monkeypatch.setattr("deeplabcli.weights.download.hub_download", no_download)
+    monkeypatch.setattr("deeplabcli.weights.download.url_download", no_download)
+    result = run("info", "deeplabv3-resnet101-voc")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "architecture:           deeplabv3_resnet101" in lines
+    assert "license:                BSD-3-Clause" in lines
+    assert ("weights:                not downloaded (`deeplab download deeplabv3-resnet101-voc` "
+            "fetches it)") in lines  # fmt: skip
+    assert not any(line.startswith("parameters:") for line in lines)
+    info = json.loads(run("info", "deeplabv3-mobilenetv2-voc", "--json").stdout)
+    assert info["card"]["on_this_machine"] is False and info["parameters"] is None
+    assert info["card"]["source"] == "google/deeplabv3_mobilenet_v2_1.0_513@main/pytorch_model.bin"
+
+    embedded = run("info", "deeplabv3-mobilenetv2-voc-8bit")
+    assert embedded.exit_code == 0, embedded.output
+    lines = embedded.stdout.splitlines()
+    for line in ("name:                   deeplabv3-mobilenetv2-voc-8bit (default)",
+                 "weights:                embedded in deeplabcli",
+                 "license:                Apache-2.0",
+                 "output stride:          16",
+                 "parameters:             2,097,013",
+                 "  upstream_file:        deeplabv3_mnv2_pascal_quant.tflite",
+                 "  publisher:            Google (Coral test data, "
+                 "https://github.com/google-coral/test_data)"):  # fmt: skip
+        assert line in lines, line
+    assert sum(line.startswith("  file:") and line.endswith(("LICENSE", "NOTICE"))
+               for line in lines) == 2  # fmt: skip
 
 
 def test_download_then_listed_as_cached(url_card: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,3 +256,68 @@ def test_malicious_pickle_is_refused_on_the_command_line(tmp_path: Path) -> None
     assert result.stderr.startswith(f"Error: {evil} contains Python objects other than tensors")
     assert result.stderr.count("\n") == 1
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------- a full disk (issue 13 §4)
+def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(checkpoint, tmp_path, monkeypatch):
+    """Simulated: safetensors reports ENOSPC with its own error type, the OS text inside."""
+    import safetensors
+    from safetensors import torch as safetensors_torch
+    from support.hashes import tree_hashes
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise safetensors.SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(safetensors_torch, "save_file", full)
+    before = tree_hashes(tmp_path)
+    out = tmp_path / "converted"
+    result = run("convert", checkpoint, "-o", out)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: no space left on device while writing {out}. Free space on that disk or choose "
+        "another output location.\n"
+    )
+    assert tree_hashes(tmp_path) == before  # no temporary folder, the source untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-ckpt"]
+
+
+def test_convert_onto_a_real_full_disk(checkpoint: Path, tmp_path: Path) -> None:
+    from support.disks import small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "512k") as disk:  # the weights alone are 1 MB
+        out = disk / "converted"
+        result = run("convert", checkpoint, "-o", out)
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"Error: no space left on device while writing {out}. Free space on that disk or "
+            "choose another output location.\n"
+        )
+        assert list(disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("below", ["converted", "deeper/converted"])
+def test_convert_to_a_path_under_a_file_says_so_before_loading(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, below: str
+) -> None:
+    from deeplabcli.weights import resolve
+
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    loaded: list[str] = []
+    monkeypatch.setattr(resolve, "load_model", lambda ref: loaded.append(ref))
+    result = run("convert", checkpoint, "-o", blocker / below)
+    assert (result.exit_code, result.stderr) == (1, (
+        f"Error: cannot write to {blocker / below} (it is under the file {blocker}). "
+        "Choose another -o.\n"
+    ))  # fmt: skip
+    assert loaded == [] and blocker.read_text() == "mine"
+    monkeypatch.undo()
+    with pytest.raises(OutputWriteError) as caught:  # the library call says the same
+        save_checkpoint(build_model("deeplabv3_tiny"), blocker / below)
+    assert str(caught.value) == (
+        f"cannot write to {blocker / below} (it is under the file {blocker}). "
+        "Choose another output directory."
+    )

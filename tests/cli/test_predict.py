@@ -254,9 +254,13 @@ def test_option_errors(tmp_path: Path, tiny) -> None:
         )
 
 
-def test_default_model_offline_without_cache_is_one_clean_error(tmp_path, monkeypatch) -> None:
+def test_default_model_works_offline_and_a_hub_model_fails_cleanly(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run(str(photo(tmp_path / "a.jpg")))
+    code, _, err = run(str(photo(tmp_path / "a.jpg")), "-q")  # the embedded default model
+    assert (code, err) == (0, "")
+    with Image.open(tmp_path / "a_mask.png") as mask:
+        assert mask.mode == "P" and mask.size == (40, 30)
+    code, _, err = run(str(tmp_path / "a.jpg"), "--model", "deeplabv3-resnet50-voc", "-q")
     assert code == 1
     assert len(lines(err)) == 1 and err.startswith("Error: ") and "offline" in err
     assert "Traceback" not in err
@@ -444,3 +448,111 @@ def test_quant_tflite_model_on_all_120_voc_val_images(
     tmp_path, voc_root, tflite_quant_path
 ) -> None:
     check_quant_model_on_voc(tmp_path, voc_root, tflite_quant_path, 120)
+
+
+# ---------------------------------------------------------------------- inputs are never outputs
+def test_an_input_is_never_replaced_by_another_inputs_mask(tmp_path: Path, tiny) -> None:
+    """Issue 13 §1: `predict q/x.jpg q/x.png -o q --overwrite` replaced the photo q/x.png."""
+    from support.hashes import tree_hashes
+
+    ckpt, _ = tiny
+    q = tmp_path / "q"
+    jpg, png = photo(q / "x.jpg"), photo(q / "x.png", seed=1)
+    before = tree_hashes(q)
+    for flags in (("--overwrite",), ()):
+        code, out, err = run(str(jpg), str(png), "-o", str(q), "--model", str(ckpt), *flags)
+        assert code == 1 and out == ""
+        assert [line for line in lines(err) if line.startswith("Error:")] == [
+            f"Error: {jpg}: its mask {q / 'x.png'} would replace the input {png}, which is never "
+            "overwritten. Choose another output location with -o.",
+            f"Error: {png}: its mask would replace the image itself. Choose another output "
+            "location with -o.",
+        ]
+        assert tree_hashes(q) == before
+
+
+def test_a_mask_name_that_is_an_input_is_not_written(tmp_path: Path, tiny) -> None:
+    """Issue 13 §1: `predict q2/a.jpg q2/a_mask.png --overwrite` overwrote a_mask.png silently."""
+    from support.hashes import sha256
+
+    ckpt, _ = tiny
+    q2 = tmp_path / "q2"
+    a, mask = photo(q2 / "a.jpg"), photo(q2 / "a_mask.png", seed=1)
+    before = {a: sha256(a), mask: sha256(mask)}
+    code, _, err = run(str(a), str(mask), "--overwrite", "--model", str(ckpt))
+    assert code == 1
+    assert [line for line in lines(err) if line.startswith("Error:")] == [
+        f"Error: {a}: its mask {mask} would replace the input {mask}, which is never "
+        "overwritten. Choose another output location with -o."
+    ]
+    assert {path: sha256(path) for path in before} == before
+    assert sorted(p.name for p in q2.iterdir()) == ["a.jpg", "a_mask.png", "a_mask_mask.png"]
+
+
+def test_a_second_run_over_a_folder_never_segments_its_own_masks(tmp_path: Path, tiny) -> None:
+    ckpt, _ = tiny
+    photo(tmp_path / "photos" / "a.jpg")
+    photo(tmp_path / "photos" / "sub" / "b.png", seed=1)
+    folder = str(tmp_path / "photos")
+
+    def files() -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes()
+                for p in sorted(Path(folder).rglob("*")) if p.is_file()}  # fmt: skip
+
+    assert run(folder, "--model", str(ckpt), "-q")[0] == 0
+    first = files()
+    assert sorted(first) == ["a.jpg", "a_mask.png", "sub/b.png", "sub/b_mask.png"]
+    code, _, err = run(folder, "--model", str(ckpt))
+    assert code == 0
+    assert files() == first  # no a_mask_mask.png, nothing rewritten
+    assert lines(err)[-1].startswith("Wrote 0 masks in ")
+    assert lines(err)[-1].endswith("; 2 skipped (already exist; --overwrite replaces them).")
+    code, _, _ = run(folder, "--model", str(ckpt), "--overwrite", "--format", "overlay", "-q")
+    assert code == 0 and sorted(files()) == sorted(first)  # overlays too: still 2 masks
+
+
+# ---------------------------------------------------------------------- issue 13: limits, FIFOs
+def test_a_scale_too_large_for_an_image_fails_that_image_and_the_batch_goes_on(
+    tmp_path: Path, tiny
+) -> None:
+    """`--scales 1,100` on a 64×48 photo would ask for a 6400×4800 input: that image fails with
+    the limit in its line; a small one in the same batch is segmented at the same scales."""
+    ckpt, model = tiny
+    big = photo(tmp_path / "in" / "big.png", 48, 64, seed=1)
+    small = photo(tmp_path / "in" / "small.png", 4, 5, seed=2)
+    before = {p: p.read_bytes() for p in (big, small)}
+    code, _, err = run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--scales", "1,100",
+                       "--batch-size", "2", "--model", str(ckpt))  # fmt: skip
+    assert code == 1
+    assert [line for line in lines(err) if line.startswith("Error:")] == [
+        f"Error: {big}: scale 100 makes a 6400×4800 network input (30,720,000 pixels) for the "
+        "64×48 image, above the limit of 16,777,216 pixels (4096×4096). Use --scales of at most "
+        "73.89 for it."
+    ]
+    assert lines(err)[-1].startswith("Wrote 1 mask in ") and lines(err)[-1].endswith("; 1 failed.")
+    with Image.open(tmp_path / "out" / "small.png") as mask:
+        np.testing.assert_array_equal(np.array(mask), segment(model, small, scales=(1.0, 100.0)))
+    assert not (tmp_path / "out" / "big.png").exists()
+    assert {p: p.read_bytes() for p in (big, small)} == before
+    code, _, err = run(str(big), "--scales", "inf", "--model", str(ckpt))  # no OverflowError
+    assert (code, lines(err)) == (1, ["Error: scales must be finite numbers. Fix the prediction "
+                                      "option."])  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_a_named_pipe_input_is_named_as_such(tmp_path: Path, tiny) -> None:
+    ckpt, _ = tiny
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = run(str(fifo), "-o", str(tmp_path / "mask.png"), "--model", str(ckpt))
+    assert code == 1
+    assert lines(err)[0] == (
+        f"Error: {fifo}: a named pipe (FIFO), not an image file. Save the image to a file and "
+        "give that."
+    )
+    assert not (tmp_path / "mask.png").exists()
+    code, _, err = run(str(tmp_path / "gone.jpg"), "-o", str(tmp_path / "m.png"), "--model",
+                       str(ckpt))  # fmt: skip
+    assert code == 1 and lines(err)[0] == (
+        f"Error: {tmp_path / 'gone.jpg'}: no such file or directory. Check the path."
+    )

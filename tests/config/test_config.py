@@ -23,6 +23,7 @@ from deeplabcli.errors import ConfigError, DeeplabError
 
 INFERENCE_FIELDS = [
     "output_stride", "scales", "flip", "device", "amp", "batch_size", "streams", "backend",
+    "tile", "tile_overlap", "tile_blend",
 ]  # fmt: skip
 
 
@@ -37,6 +38,7 @@ def test_inference_defaults_are_the_papers_simplest_protocol() -> None:
     assert (config.output_stride, config.scales, config.flip) == (None, (1.0,), False)
     assert (config.device, config.amp, config.batch_size) == ("auto", None, 1)
     assert (config.streams, config.backend) == (None, "torch")
+    assert (config.tile, config.tile_overlap, config.tile_blend) == (None, 0.25, "falloff")
     assert BACKENDS == ("torch",)
 
 
@@ -121,7 +123,8 @@ def test_inherited_checks_name_their_own_option_group(cls, what, extra, changes,
 )  # fmt: skip
 def test_inference_property_gives_the_same_inference_options(cls: type, extra: dict) -> None:
     options = {"output_stride": 8, "scales": (0.5, 1.0, 1.5), "flip": True, "device": "cpu",
-               "amp": True, "batch_size": 4, "streams": 2, "backend": "torch"}  # fmt: skip
+               "amp": True, "batch_size": 4, "streams": 2, "backend": "torch", "tile": 513,
+               "tile_overlap": 0.5, "tile_blend": "mean"}  # fmt: skip
     config = cls(**options, **extra)
     inference = config.inference
     assert type(inference) is InferenceConfig
@@ -271,8 +274,8 @@ def test_train_config_bad_values() -> None:
     with pytest.raises(ConfigError) as caught:
         TrainConfig.from_dict({"crop_size": "big"})
     assert str(caught.value) == (
-        "invalid training config ('>=' not supported between instances of 'str' and 'int'). "
-        "Fix the values."
+        'training config: crop_size must be a whole number, not "big". Give a whole number, '
+        "without quotes (default 513)."
     )
 
 

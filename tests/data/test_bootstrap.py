@@ -135,3 +135,22 @@ def test_custom_folder_data_set(tmp_path: Path) -> None:
         match=r"unknown class names: chair\. Use names from: background, square, disc, triangle\.",
     ):
         bootstrap_split(root, "train", ["chair"], dataset="folder")
+
+
+@pytest.mark.parametrize("below", ["hard.txt", "sub/hard.txt"])
+def test_an_output_under_a_file_is_refused_before_any_mask_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, below: str
+) -> None:
+    root = make_voc(tmp_path)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    read: list[int] = []
+    monkeypatch.setattr(type(open_dataset("voc", root, "train")), "classes_present",
+                        lambda self, **_: read.append(1) or [])  # fmt: skip
+    result = run("--data-root", root, "-o", blocker / below)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: cannot write to {blocker / below} (it is under the file {blocker}). "
+        "Give another output with -o."
+    )
+    assert read == [] and blocker.read_text() == "mine"

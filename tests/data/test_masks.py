@@ -53,10 +53,12 @@ def test_rgb_mask_is_refused_with_the_conversion_route(tmp_path: Path) -> None:
     path = save_image(tmp_path / "masks" / "x.png", colourise(MASK, voc_palette()))
     with pytest.raises(MaskFormatError) as error:
         read_mask(path, 21)
+    masks = tmp_path / "masks"
     assert str(error.value) == (
-        f"{path} is an RGB colour mask, not a class-index mask. Convert colour masks with "
-        f"`deeplab data convert-masks {tmp_path / 'masks'}` (palette colours → class indices), "
-        "or save masks as palette (P) or grayscale (L) PNGs of class indices."
+        f"{path} is an RGB colour mask, not a class-index mask. Convert the colour masks with "
+        f"`deeplab data convert-masks {masks} -o {tmp_path / 'masks_index'}` (class colours → "
+        f"class indices) and use the converted masks in place of {masks}, or save masks as "
+        "palette (P) or grayscale (L) PNGs of class indices."
     )
 
 

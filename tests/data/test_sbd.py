@@ -155,7 +155,8 @@ def test_missing_scipy_says_how_to_install(layout, monkeypatch: pytest.MonkeyPat
         prepare_voc(sbd, voc)
     assert str(error.value) == (
         "reading the SBD release needs scipy, which is not installed. "
-        "Install it with: pip install 'deeplabcli[sbd]'."
+        'Install it from the deeplabcli checkout with pip install ".[sbd]" (pipx: pipx inject '
+        'deeplabcli scipy; from PyPI once published: pip install "deeplabcli[sbd]").'
     )
     assert not any((voc / "SegmentationClassAug").glob("*.png"))
     assert not (voc / "JPEGImages" / "2008_000101.jpg").exists()  # nothing copied either

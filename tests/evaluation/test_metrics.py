@@ -147,3 +147,15 @@ def test_parity_with_torchmetrics_on_real_masks(voc_root: Path) -> None:
         mask = val.load_mask(index)
         pairs.append((mask, _real_looking(mask, rng)))
     _assert_parity(pairs)
+
+
+def test_frequency_weighted_iou_weighs_by_the_labels_not_the_predictions() -> None:
+    """Label counts (6, 2) and prediction counts (4, 4) differ, and so do the IoUs (2/3, 1/2):
+    weighting by labels gives (6·2/3 + 2·1/2) / 8 = 0.625; by predictions it would be
+    (4·2/3 + 4·1/2) / 8 ≈ 0.583."""
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    predictions = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    m = compute_metrics(confusion_matrix(labels, predictions, 2))
+    np.testing.assert_allclose(m.iou, [2 / 3, 1 / 2])
+    assert m.fw_iou == pytest.approx(0.625, abs=1e-15)
+    assert m.fw_iou != pytest.approx((4 * 2 / 3 + 4 * 0.5) / 8, abs=1e-3)

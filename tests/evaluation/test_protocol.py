@@ -254,7 +254,7 @@ def test_report_files(tmp_path: Path, folder, tiny3) -> None:
     result = run_evaluation(report_config(folder.root, report), model=tiny3, progress=False)
     names = sorted(p.relative_to(report).as_posix() for p in report.rglob("*") if p.is_file())
     worst = [f"worst/{i + 1:02d}_{w.score.id}.png" for i, w in enumerate(result.worst)]
-    assert names == sorted(["metrics.json", "per_class.csv", "per_image.csv",
+    assert names == sorted(["metrics.json", "per_class.csv", "per_image.csv", "index.html",
                             "confusion_matrix.png", "per_class_iou.png", *worst])  # fmt: skip
     data = json.loads((report / "metrics.json").read_text())
     assert data["confusion_matrix"] == result.metrics.confusion.tolist()
@@ -276,13 +276,21 @@ def test_report_files(tmp_path: Path, folder, tiny3) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "report"]  # no temporaries
 
 
-def test_report_replaces_an_earlier_report_whole(tmp_path: Path, folder, tiny3) -> None:
+def test_report_replaces_an_earlier_reports_files_and_keeps_the_users(
+    tmp_path: Path, folder, tiny3
+) -> None:
+    """Issue 13: a report replaces what an earlier report wrote (its two worst images shrink to
+    one), and nothing else: a file the user put among them stays as it was."""
     report = tmp_path / "report"
     run_evaluation(report_config(folder.root, report), model=tiny3, progress=False)
-    stale = report / "worst" / "99_old.png"
-    stale.write_bytes(b"old")
+    earlier = sorted(p.name for p in (report / "worst").iterdir())
+    assert len(earlier) == 2
+    users = report / "worst" / "99_old.png"
+    users.write_bytes(b"old")
     run_evaluation(report_config(folder.root, report, worst=1), model=tiny3, progress=False)
-    assert not stale.exists() and len(list((report / "worst").iterdir())) == 1
+    worst = sorted(p.name for p in (report / "worst").iterdir())
+    assert users.read_bytes() == b"old"
+    assert len(worst) == 2 and "99_old.png" in worst  # one new worst image + the user's file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "report"]
 
 
@@ -306,7 +314,8 @@ def test_report_without_matplotlib_says_how_to_install_it(tmp_path, folder, tiny
         run_evaluation(report_config(folder.root, tmp_path / "r"), model=tiny3)
     assert str(caught.value) == (
         "--report needs matplotlib to draw its charts, and it is not installed. "
-        'Install it with: pip install "deeplabcli[report]".'
+        'Install it from the deeplabcli checkout with pip install ".[report]" (pipx: pipx '
+        'inject deeplabcli matplotlib; from PyPI once published: pip install "deeplabcli[report]").'
     )
     assert not (tmp_path / "r").exists()
 

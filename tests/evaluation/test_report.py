@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.hashes import sha256
 
 from deeplabcli.data.folder import FolderDataset
+from deeplabcli.data.palette import draw_outlines
 from deeplabcli.errors import MissingDependencyError, OutputWriteError
 from deeplabcli.evaluation import evaluate_dataset
 from deeplabcli.evaluation.report import (
@@ -137,7 +139,7 @@ def test_the_evaluation_is_the_hand_computed_one(result, dataset) -> None:
 
 # ---------------------------------------------------------------------- files and numbers
 REPORT_FILES = sorted(["metrics.json", "per_class.csv", "per_image.csv", "confusion_matrix.png",
-                       "per_class_iou.png", *WORST_FILES])  # fmt: skip
+                       "per_class_iou.png", "index.html", *WORST_FILES])  # fmt: skip
 
 
 def test_report_files(written: Path) -> None:
@@ -152,6 +154,9 @@ def test_metrics_json(written: Path, result) -> None:
         {"id": i, "miou": m, "pixel_accuracy": a, "file": f}
         for (_, i, m, a), f in zip(WORST, WORST_FILES, strict=True)
     ]
+    expected["report_files"] = ["metrics.json", "per_class.csv", "per_image.csv",
+                                "confusion_matrix.png", "per_class_iou.png", "index.html",
+                                *WORST_FILES]  # fmt: skip
     assert data == json.loads(json.dumps(expected))
     # and the numbers themselves
     assert data["miou"] == pytest.approx(MIOU)
@@ -192,8 +197,9 @@ def test_per_image_csv(written: Path) -> None:
 
 def test_charts_are_pngs_of_the_expected_size(written: Path) -> None:
     report = written
-    # confusion: (3 + 0.45 × 4 + 1.5) × (3 + 0.45 × 4) inches; IoU bars: 8 × 3.5; 100 dpi
-    for name, size in (("confusion_matrix.png", (630, 480)), ("per_class_iou.png", (800, 350))):
+    # confusion: (3 + 0.45 × 4 + 1.5) × (3 + 0.45 × 4 + 0.6) inches (three title lines);
+    # IoU bars: 8 × 4 (at least, for the title and the legend below); 100 dpi
+    for name, size in (("confusion_matrix.png", (630, 540)), ("per_class_iou.png", (800, 400))):
         with Image.open(report / name) as chart:
             assert chart.format == "PNG" and chart.size == size
             colours = chart.convert("RGB").getcolors(maxcolors=1 << 20)
@@ -220,20 +226,25 @@ def test_worst_panels_show_image_ground_truth_and_prediction(written: Path, data
         with Image.open(report / name) as opened:
             picture = np.asarray(opened.convert("RGB"))
         gap, top = 8, 48
-        assert picture.shape == (H + top + gap, 3 * W + 4 * gap, 3)
+        assert picture.shape[1:] == (3 * W + 4 * gap, 3)
+        assert picture.shape[0] > H + top + gap  # the class legend below the panels
         panels = [picture[top : top + H, gap + i * (W + gap) : gap + i * (W + gap) + W]
                   for i in range(3)]  # fmt: skip
         np.testing.assert_array_equal(panels[0], sample.image)
-        np.testing.assert_array_equal(panels[1], blend(sample.image, sample.mask, colours))
+        outlined = draw_outlines(blend(sample.image, sample.mask, colours), sample.mask)
+        np.testing.assert_array_equal(panels[1], outlined)  # classes outlined
         everywhere_cat = np.ones((H, W), np.uint8)
         np.testing.assert_array_equal(panels[2], blend(sample.image, everywhere_cat, colours))
         assert (picture[:, :gap] == 255).all()  # white margin
-        assert (picture[top:, gap + W : 2 * gap + W] == 255).all()  # white gap between panels
-    # the mixed image: its background half is the photo itself in the ground truth panel
+        between = picture[top : top + H, gap + W : 2 * gap + W]
+        assert (between == 255).all()  # white gap between panels
+    # the mixed image: its background half is the photo itself in the ground truth panel, up to
+    # the outline's black edge along the border with the cat half
     b = dataset.load(1)
     with Image.open(report / "worst/02_b.png") as opened:
         truth = np.asarray(opened.convert("RGB"))[48 : 48 + H, 16 + W : 16 + 2 * W]
-    np.testing.assert_array_equal(truth[:, : W // 2], b.image[:, : W // 2])
+    np.testing.assert_array_equal(truth[:, : W // 2 - 1], b.image[:, : W // 2 - 1])
+    assert (truth[:, W // 2 - 1] == 0).all() and (truth[:, W // 2] == 255).all()
 
 
 def test_no_worst_images_asked_for(tmp_path: Path, dataset, matplotlib) -> None:
@@ -245,12 +256,24 @@ def test_no_worst_images_asked_for(tmp_path: Path, dataset, matplotlib) -> None:
 
 
 # ---------------------------------------------------------------------- where it may go
-def test_an_earlier_report_is_replaced_whole(tmp_path: Path, result, dataset, matplotlib):
+def test_an_earlier_report_replaces_only_its_own_files(tmp_path: Path, result, dataset, matplotlib):
+    """Issue 13: a second `--report rep2` deleted the user's notes.txt and mine/keep.txt."""
     target = write_report(result, dataset, tmp_path / "r")
-    (target / "worst" / "99_stale.png").write_bytes(b"old")
+    (target / "worst" / "99_mine.png").write_bytes(b"a picture of mine")
     (target / "notes.txt").write_text("from before")
+    (target / "mine").mkdir()
+    (target / "mine" / "keep.txt").write_text("keep me")
+    stale = json.loads((target / MARKER).read_text())
+    stale["report_files"].append("worst/09_gone.png")  # a picture the earlier report wrote
+    (target / MARKER).write_text(json.dumps(stale))
+    (target / "worst" / "09_gone.png").write_bytes(b"earlier report")
+    (target / "per_class.csv").write_text("earlier report")
+    theirs = {name: sha256(target / name) for name in
+              ("notes.txt", "mine/keep.txt", "worst/99_mine.png")}  # fmt: skip
     assert write_report(result, dataset, target) == target
-    assert files_under(target) == REPORT_FILES
+    assert files_under(target) == sorted([*REPORT_FILES, *theirs])
+    assert {name: sha256(target / name) for name in theirs} == theirs
+    assert rows(target / "per_class.csv")[0][0] == "index"  # the report's own file: replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
@@ -281,7 +304,8 @@ def test_an_unwritable_place_is_one_clear_error(tmp_path, result, dataset, matpl
     with pytest.raises(OutputWriteError) as caught:
         write_report(result, dataset, target)
     assert str(caught.value) == (
-        f"cannot write the report to {target} (Not a directory). Give --report a writable folder."
+        f"cannot write to {target} (it is under the file {blocker}). Give --report a writable "
+        "folder."
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
@@ -294,7 +318,7 @@ def test_check_report_dir_accepts_new_empty_and_earlier_report_folders(tmp_path:
     assert check_report_dir(tmp_path / "empty") == tmp_path / "empty"
     earlier = tmp_path / "earlier"
     (earlier / "worst").mkdir(parents=True)
-    (earlier / MARKER).write_text("{}")
+    (earlier / MARKER).write_text('{"confusion_matrix": []}')
     (earlier / "per_class.csv").write_text("")
     assert check_report_dir(earlier) == earlier
 
@@ -326,7 +350,8 @@ def test_require_matplotlib_says_how_to_install_it(monkeypatch) -> None:
         require_matplotlib()
     assert str(caught.value) == (
         "--report needs matplotlib to draw its charts, and it is not installed. "
-        'Install it with: pip install "deeplabcli[report]".'
+        'Install it from the deeplabcli checkout with pip install ".[report]" (pipx: pipx '
+        'inject deeplabcli matplotlib; from PyPI once published: pip install "deeplabcli[report]").'
     )
 
 
@@ -335,3 +360,45 @@ def test_without_matplotlib_nothing_is_written(tmp_path, result, dataset, monkey
     with pytest.raises(MissingDependencyError, match=r"^--report needs matplotlib"):
         write_report(result, dataset, tmp_path / "r")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_only_names_a_report_writes_are_ever_removed(tmp_path: Path, result, dataset, matplotlib):
+    """A metrics.json that lists other files (edited by hand, or hostile) deletes none of them."""
+    from support.hashes import tree_hashes
+
+    target = tmp_path / "r"
+    (target / "worst").mkdir(parents=True)
+    listed = ["../outside.txt", "notes.txt", "worst/../../x.png", "worst/05_old.png"]
+    (target / MARKER).write_text(json.dumps({"confusion_matrix": [], "report_files": listed}))
+    (tmp_path / "outside.txt").write_text("outside")
+    (tmp_path / "x.png").write_bytes(b"x")
+    (target / "notes.txt").write_text("notes")
+    (target / "worst" / "05_old.png").write_bytes(b"the earlier report's")
+    theirs = {k: v for k, v in tree_hashes(tmp_path).items()
+              if k in ("outside.txt", "x.png", "r/notes.txt")}  # fmt: skip
+    write_report(result, dataset, target)
+    after = tree_hashes(tmp_path)
+    assert {k: after.get(k) for k in theirs} == theirs
+    assert not (target / "worst" / "05_old.png").exists()
+
+
+def test_a_report_from_before_the_file_list_is_still_known(tmp_path, result, dataset, matplotlib):
+    target = tmp_path / "r"
+    (target / "worst").mkdir(parents=True)
+    older = {"confusion_matrix": [], "worst_images": [{"file": "worst/01_x.png"}]}
+    (target / MARKER).write_text(json.dumps(older))
+    (target / "worst" / "01_x.png").write_bytes(b"old picture")
+    (target / "index.html").write_text("<p>my page</p>")  # older reports wrote no index.html
+    before = sha256(target / "index.html")
+    with pytest.raises(OutputWriteError) as caught:
+        write_report(result, dataset, target)
+    assert str(caught.value) == (
+        f"{target / 'index.html'} was not written by an earlier report, so it is not replaced. "
+        "Move it away, or give --report another folder."
+    )
+    assert sha256(target / "index.html") == before
+    assert json.loads((target / MARKER).read_text()) == older  # nothing was moved in
+    (target / "index.html").unlink()
+    write_report(result, dataset, target)
+    assert not (target / "worst" / "01_x.png").exists()  # the older report's own picture
+    assert files_under(target) == sorted(json.loads((target / MARKER).read_text())["report_files"])

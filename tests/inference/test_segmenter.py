@@ -229,3 +229,95 @@ def test_first_argmax_equals_argmax_with_ties_first() -> None:
         assert torch.equal(got.long(), scores.argmax(0))
         channels_last = scores.permute(1, 2, 0).contiguous().permute(2, 0, 1)
         assert torch.equal(first_argmax(channels_last).long(), scores.argmax(0))
+
+
+# ---------------------------------------------------------------------- TTA maths, peaked logits
+class KnownLogits(torch.nn.Module):
+    """Peaked logits (N, 3, h, w) known in closed form from the input's size alone: class 0
+    rises from the left edge to the right (so a flipped run differs, and a flip not undone
+    shows), class 1 from top to bottom, class 2 with the input's height (so scales differ)."""
+
+    GAIN = 12.0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.logits(x.shape[-2], x.shape[-1]).expand(x.shape[0], -1, -1, -1)}
+
+    @classmethod
+    def logits(cls, h: int, w: int) -> torch.Tensor:
+        cols = torch.linspace(-1, 1, w).view(1, w).expand(h, w)
+        rows = torch.linspace(-1, 1, h).view(h, 1).expand(h, w)
+        size = torch.full((h, w), h / 40 - 1.0)
+        return cls.GAIN * torch.stack([cols, rows, 2 * size])[None]
+
+
+def tta_runs(scales: tuple[float, ...], flip: bool, *, undo_flip: bool = True) -> torch.Tensor:
+    """Every run's logits at the 40×56 image size (R, 3, 40, 56), computed by hand."""
+    runs = []
+    for scale in scales:
+        logits = KnownLogits.logits(round(40 * scale), round(56 * scale))
+        for flipped in (False, True) if flip else (False,):
+            # the network sees the flipped input but its logits ignore the content: undoing
+            # the flip mirrors them
+            run = logits.flip(-1) if flipped and undo_flip else logits
+            runs.append(F.interpolate(run, size=(40, 56), mode="bilinear", align_corners=False))
+    return torch.cat(runs)
+
+
+def known_segmenter(model, **options) -> Segmenter:
+    segmenter = Segmenter(model, device="cpu", optimize=False, **options)
+    segmenter.network = KnownLogits()
+    return segmenter
+
+
+def test_multi_scale_and_flip_average_probabilities_of_peaked_known_logits(model) -> None:
+    """Scales × flips average the runs' softmax probabilities (paper Sec. 4.3), with each
+    flipped run flipped back; with peaked logits the alternatives are far off."""
+    image = photo(40, 56, seed=5)
+    scales = (0.5, 1.0, 1.5)
+    runs = tta_runs(scales, flip=True)
+    expected = runs.softmax(1).mean(0)
+    probs = known_segmenter(model, scales=scales, flip=True).probabilities(image)
+    torch.testing.assert_close(probs, expected, atol=1e-5, rtol=0)
+    # what the test tells apart: averaged logits, and flipped runs left mirrored
+    averaged_logits = runs.mean(0).softmax(0)
+    mirrored = tta_runs(scales, flip=True, undo_flip=False).softmax(1).mean(0)
+    assert (averaged_logits - expected).abs().max() > 0.3
+    assert (mirrored - expected).abs().max() > 0.3
+    mask = known_segmenter(model, scales=scales, flip=True).predict(image)
+    assert (mask == expected.argmax(0).numpy()).mean() > 0.999
+
+
+def test_flip_alone_and_one_run_of_peaked_known_logits(model) -> None:
+    image = photo(40, 56, seed=6)
+    flipped = known_segmenter(model, flip=True).probabilities(image)
+    runs = tta_runs((1.0,), flip=True)
+    torch.testing.assert_close(flipped, runs.softmax(1).mean(0), atol=1e-5, rtol=0)
+    # left and right halves see the mirrored class-0 logits: averaged, class 0 is never sure
+    assert float(flipped[0].max()) < 0.55
+    single = known_segmenter(model).probabilities(image)
+    torch.testing.assert_close(single, runs[0].softmax(0), atol=1e-6, rtol=0)
+    assert float(single[0, :20, -1].min()) > 0.99  # upper right edge: class 0, peaked
+
+
+def test_scales_are_bounded_by_the_pixels_they_produce(model, fit_model) -> None:
+    from deeplabcli.errors import ScaleLimitError
+    from deeplabcli.inference.segmenter import MAX_SCALED_PIXELS
+
+    assert MAX_SCALED_PIXELS == 4096 * 4096
+    big = Segmenter(model, device="cpu", optimize=False, scales=(0.5, 1.0))
+    big.check_size((6000, 8000))  # scales up to 1 never refuse a photo, however large
+    huge = Segmenter(model, device="cpu", optimize=False, scales=(1.0, 100.0))
+    with pytest.raises(ScaleLimitError) as caught:
+        huge.predict(photo(48, 64))
+    assert str(caught.value) == (
+        "scale 100 makes a 6400×4800 network input (30,720,000 pixels) for the 64×48 image, "
+        "above the limit of 16,777,216 pixels (4096×4096). Use --scales of at most 73.89 for it."
+    )
+    Segmenter(model, device="cpu", optimize=False, scales=(73.89,)).check_size((48, 64))
+    with pytest.raises(ScaleLimitError) as caught:  # a "fit" model: the input is 48 × scale
+        Segmenter(fit_model, device="cpu", scales=(86.0,)).check_size((4, 4), "'x'")
+    assert str(caught.value) == (
+        "scale 86 makes a 4128×4128 network input (17,040,384 pixels) for the 4×4 image 'x', "
+        "above the limit of 16,777,216 pixels (4096×4096). Use --scales of at most 85.33 with "
+        "this model."
+    )

@@ -193,3 +193,29 @@ def test_every_configuration_runs_forward_and_backward(arch, overrides):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize(
+    ("arch", "overrides", "branches"),
+    [
+        ("deeplabv3_tiny", {}, 4),  # 1×1, rates 6, 12, 18
+        ("deeplabv3_tiny", {"head": "torchvision"}, 4),
+        ("deeplabv3_mobilenetv2_tiny", {}, 1),  # 1×1 only
+    ],
+)
+def test_image_pooling_off_reaches_the_built_head(arch, overrides, branches):
+    """``image_pooling=False`` builds an ASPP without the pooling branch: fewer branches, a
+    narrower projection and no pooling weights; ``True`` builds it."""
+    from deeplabcli.models.heads import ASPP, ASPPPooling
+
+    for pooling in (True, False):
+        model = build_model(arch, num_classes=3, image_pooling=pooling, **overrides)
+        assert model.config.image_pooling is pooling
+        [aspp] = [m for m in model.modules() if isinstance(m, ASPP)]
+        pools = [m for m in model.modules() if isinstance(m, ASPPPooling)]
+        assert len(pools) == (1 if pooling else 0)
+        assert len(aspp.convs) == branches + pooling
+        channels = model.config.head_channels
+        assert aspp.project[0].in_channels == (branches + pooling) * channels
+        keys = [k for k in model.state_dict() if k.startswith(f"head.aspp.convs.{branches}.")]
+        assert bool(keys) is pooling

@@ -437,3 +437,35 @@ def test_a_stream_that_fails_surfaces_its_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="a bug in the network"):
         predict_files(segmenter, inputs, config, progress=False)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ---------------------------------------------------------------------- two writers of one mask
+def test_the_second_writer_of_a_mask_says_it_lost(tmp_path: Path, monkeypatch) -> None:
+    """Issue 13 §2: another predict writes the same mask while this one runs. Its file stays
+    as it is and this run says why it wrote nothing."""
+    from support.hashes import sha256
+
+    import deeplabcli.prediction.pipeline as pipeline
+    from deeplabcli.config import PredictConfig
+
+    source = save(tmp_path / "a.jpg", rgb())
+    target = tmp_path / "masks" / "a.png"
+    theirs: list[str] = []
+
+    def read_meanwhile(path, *args, **kwargs):
+        save(target, rgb(seed=7), format="PNG")  # the other process gets there first
+        theirs.append(sha256(target))
+        return read_image(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_image", read_meanwhile)
+    torch.manual_seed(0)
+    config = PredictConfig(output=str(target), device="cpu")
+    summary = pipeline.predict_files(build_model("deeplabv3_tiny"), [str(source)], config,
+                                     progress=False)  # fmt: skip
+    assert (summary.written, summary.skipped, summary.failed) == (0, 1, 0)
+    assert summary.results[0].message == (
+        f"{target}: written by another process while this one ran, not replaced. Use "
+        "--overwrite to replace it."
+    )
+    assert [sha256(target)] == theirs
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]  # no temporary left

@@ -89,3 +89,17 @@ def test_backbone_of_another_depth_is_refused(tmp_path: Path) -> None:
         training_model(config, VOC_CLASSES, say=lambda _: None)
     assert str(error.value).startswith(f"{path} does not fit the resnet50 backbone (missing ")
     assert str(error.value).endswith("Pass backbone weights of resnet50, or --init none.")
+
+
+def test_no_image_pooling_reaches_the_training_model() -> None:
+    """``--no-image-pooling`` (``TrainConfig.image_pooling=False``): the model a run trains has
+    no pooling branch, and its config says so (config.json is written from it)."""
+    from deeplabcli.models.heads import ASPPPooling
+
+    for pooling in (None, False, True):
+        config = TrainConfig(arch="deeplabv3_tiny", init="none", image_pooling=pooling)
+        model = training_model(config, VOC_CLASSES, say=lambda _: None)
+        present = any(isinstance(m, ASPPPooling) for m in model.modules())
+        assert present is (pooling is not False)
+        assert model.config.image_pooling is (pooling is not False)
+        assert model.head.aspp.project[0].in_channels == (5 if present else 4) * 16

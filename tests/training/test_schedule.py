@@ -59,6 +59,27 @@ def test_weight_decay_only_on_conv_weights() -> None:
     assert all(id(bn.weight) in expected for bn in batch_norms(model))
 
 
+def test_classifier_lr_multiplier_boosts_only_the_classifier_and_aux_head() -> None:
+    model = build_model("deeplabv3_tiny", num_classes=3, aux_head=True)
+    plain = param_groups(model, 1e-4)
+    assert len(plain) == 2  # multiplier 1: the same two groups (resumable optimizer state)
+    groups = param_groups(model, 1e-4, classifier_lr_multiplier=100.0)
+    boosted_decay, boosted = groups[2:]
+    names = {id(p): n for n, p in model.named_parameters()}
+    boosted_names = sorted(names[id(p)] for g in (boosted_decay, boosted) for p in g["params"])
+    assert boosted_names == sorted(
+        n for n in names.values() if n.startswith(("head.classifier.", "aux_head."))
+    )
+    assert [names[id(p)] for p in boosted_decay["params"]] == [
+        "head.classifier.weight", "aux_head.0.weight", "aux_head.4.weight",
+    ]  # fmt: skip
+    assert (boosted_decay["weight_decay"], boosted["weight_decay"]) == (1e-4, 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(names)  # every parameter once
+    optimizer = torch.optim.SGD(groups, lr=1.0, momentum=0.9)
+    set_lr(optimizer, 0.002)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.002, 0.002, 0.2, 0.2]
+
+
 def test_bn_momentum_is_set_on_every_bn() -> None:
     model = build_model("deeplabv3_tiny", num_classes=3, aux_head=True)
     count = set_bn_momentum(model, 0.0003)

@@ -105,8 +105,12 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path: Path, tiny, monkeypatch
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("safetensors.torch.save_file", disk_full)
-    with pytest.raises(OutputWriteError, match="No space left on device"):
+    with pytest.raises(OutputWriteError) as caught:
         save_checkpoint(build_model("deeplabv3_tiny", num_classes=5), target)
+    assert str(caught.value) == (
+        f"no space left on device while writing {target}. Free space on that disk or choose "
+        "another output location."
+    )
     assert (target / WEIGHTS_NAME).read_bytes() == before
     assert load_checkpoint(target).config.num_classes == 3
     assert _siblings(target) == ["ckpt"]
@@ -211,3 +215,99 @@ def test_weights_file_suffix_is_matched_in_any_case(tmp_path: Path, tiny) -> Non
     upper.write_bytes((out / WEIGHTS_NAME).read_bytes())
     weights = read_weights(upper)
     assert weights.keys() == tiny.state_dict().keys()
+
+
+def test_checkpoints_get_the_permissions_the_umask_gives(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        model = build_model("deeplabv3_tiny", num_classes=2)
+        directory = save_checkpoint(model, tmp_path / "ckpt")
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755  # not mkdtemp's 0700
+        for name in (CONFIG_NAME, WEIGHTS_NAME):  # not safetensors' 0600
+            assert stat.S_IMODE((directory / name).stat().st_mode) == 0o644, name
+        save_checkpoint(model, directory)  # replacing it keeps them so
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+        assert stat.S_IMODE((directory / WEIGHTS_NAME).stat().st_mode) == 0o644
+    finally:
+        os.umask(previous)
+
+
+# ---------------------------------------------------------------------- loading checks (issue 13)
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"arch": "deeplabv3_resnet9000"},
+         " names the unknown architecture 'deeplabv3_resnet9000'. Set its model arch to one of "
+         "deeplabv3_mobilenetv2, deeplabv3_mobilenetv2_tiny, deeplabv3_resnet101, "
+         "deeplabv3_resnet50, deeplabv3_tiny, or upgrade deeplabcli if a newer version wrote it."),
+        ({"num_classes": "3"}, ': num_classes must be a whole number, not "3". Give a whole '
+         "number, without quotes (default 21)."),
+        ({"aux_head": "yes"}, ': aux_head must be true or false, not "yes". Give true or false, '
+         "without quotes (default false)."),
+        ({"output_stride": 16.0}, ": output_stride must be a whole number, not 16.0. Give a "
+         "whole number (default 16)."),
+        ({"head_bn_eps": None}, ": head_bn_eps must be a finite number, not null. Give a finite "
+         "number (default 1e-05)."),
+    ],
+)  # fmt: skip
+def test_config_json_values_are_checked_when_loading(
+    tmp_path: Path, tiny, changes: dict, problem: str
+) -> None:
+    """config.json is checked per field like any config file: one line naming the file, the
+    key and the type (no Python TypeError text), and an architecture that is not registered."""
+    target = save_checkpoint(tiny, tmp_path / "ckpt")
+    document = json.loads((target / CONFIG_NAME).read_text())
+    document["model"].update(changes)
+    (target / CONFIG_NAME).write_text(json.dumps(document))
+    for load in (load_checkpoint, load_model):
+        with pytest.raises(ModelLoadError) as caught:
+            load(target) if load is load_checkpoint else load(str(target))
+        assert str(caught.value) == f"{target / CONFIG_NAME}{problem}"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_weights_holding_nan_or_inf_are_refused(tmp_path: Path, tiny, bad: float) -> None:
+    with torch.no_grad():
+        tiny.head.classifier.weight[0, 0] = bad
+        tiny.backbone.bn1.running_var[3] = bad
+    target = save_checkpoint(tiny, tmp_path / "ckpt")
+    expected = (
+        f"the weights in {target} hold NaN or infinite values in backbone.bn1.running_var, "
+        "head.classifier.weight. The weights are damaged or come from a training run that "
+        "diverged; use another checkpoint."
+    )
+    with pytest.raises(ModelLoadError) as caught:
+        load_checkpoint(target)
+    assert str(caught.value) == expected
+    with pytest.raises(ModelLoadError) as caught:  # the lone weights file, too
+        load_model(str(target / WEIGHTS_NAME))
+    assert str(caught.value) == expected.replace(str(target), str(target / WEIGHTS_NAME))
+
+
+def test_the_second_writer_of_a_checkpoint_says_it_lost(tmp_path: Path, tiny, monkeypatch):
+    """Issue 13 §2: another process writes the same checkpoint while this one is saving."""
+    from support.hashes import tree_hashes
+
+    import deeplabcli.weights.checkpoint as checkpoint
+
+    target = tmp_path / "ckpt"
+    real = checkpoint._write_files
+
+    def meanwhile(model, directory, provenance):
+        real(model, directory, provenance)
+        monkeypatch.setattr(checkpoint, "_write_files", real)
+        save_checkpoint(tiny, target)  # the other process renames its checkpoint in first
+
+    monkeypatch.setattr(checkpoint, "_write_files", meanwhile)
+    with pytest.raises(OutputWriteError) as caught:
+        save_checkpoint(build_model("deeplabv3_tiny", num_classes=5), target, overwrite=False)
+    assert str(caught.value) == (
+        f"{target} was written by another process while this one was writing it, so it was not "
+        "replaced. Choose another output directory, or pass --overwrite."
+    )
+    monkeypatch.undo()
+    assert load_checkpoint(target).config.num_classes == tiny.config.num_classes
+    assert _siblings(target) == ["ckpt"] and len(tree_hashes(target)) == 2

@@ -29,13 +29,13 @@ from deeplabcli.errors import (
     UnsafeFileError,
 )
 from deeplabcli.models.resnet import DilatedResNet
-from deeplabcli.weights.cards import default_card
+from deeplabcli.weights.cards import get_card
 from deeplabcli.weights.download import url_cache_path
 from deeplabcli.weights.resolve import card_is_cached
 
 
-# ---------------------------------------------------------------------------- the default model
-def test_default_card_downloads_verifies_caches_and_loads_offline(
+# ------------------------------------------------------------- the Hub MobileNetV2 (a named model)
+def test_hub_card_downloads_verifies_caches_and_loads_offline(
     server, transformers_model, monkeypatch
 ) -> None:
     from deeplabcli.weights.convert.transformers import from_transformers
@@ -48,10 +48,10 @@ def test_default_card_downloads_verifies_caches_and_loads_offline(
             "pytorch_model.bin": bytes_of(state_dict),
         },
     )
-    card = default_card()
-    assert card.name == "deeplabv3-mobilenetv2-voc" and not card_is_cached(card)
+    card = get_card("deeplabv3-mobilenetv2-voc")
+    assert not card.default and not card_is_cached(card)
 
-    model = load_model()  # no reference: the default card
+    model = load_model(card.name)
     reference = logits_of(from_transformers(dict(state_dict), dict(config_dict)).eval())
     torch.testing.assert_close(logits_of(model), reference, rtol=0, atol=0)
     assert model.config.class_names == VOC_CLASSES
@@ -69,7 +69,7 @@ def test_default_card_downloads_verifies_caches_and_loads_offline(
     torch.testing.assert_close(logits_of(load_model(card.name)), reference, rtol=0, atol=0)
 
 
-def test_default_card_corrupted_download_is_rejected_and_removed(server) -> None:
+def test_hub_card_corrupted_download_is_rejected_and_removed(server) -> None:
     weights = bytes_of({"mobilenet_v2.conv_stem.weight": torch.ones(8, 3, 3, 3)})
     server.add_repo(
         DEFAULT_REPO,
@@ -84,7 +84,7 @@ def test_default_card_corrupted_download_is_rejected_and_removed(server) -> None
     assert "it was deleted from the cache" in message
     blob = hashlib.sha256(weights).hexdigest()
     assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob(blob))
-    assert not card_is_cached(default_card())
+    assert not card_is_cached(get_card("deeplabv3-mobilenetv2-voc"))
 
 
 def test_offline_without_cache_says_how_to_proceed(monkeypatch) -> None:
@@ -94,8 +94,10 @@ def test_offline_without_cache_says_how_to_proceed(monkeypatch) -> None:
     message = str(error.value)
     assert message.startswith("cannot get model 'deeplabv3-mobilenetv2-voc': config.json of Hub")
     assert f"repo {DEFAULT_REPO}@main is not cached and offline mode is on" in message
-    for hint in ("HF_ENDPOINT", "DEEPLAB_URL_MIRROR", "`deeplab download NAME`", "--model PATH"):
+    for hint in ("HF_ENDPOINT", "DEEPLAB_URL_MIRROR", "`deeplab download NAME`",
+                 "use local weights in its place (a checkpoint folder or a weights file)."):  # fmt: skip
         assert hint in message
+    assert "--" not in message  # names no option: not every command that loads has --model
     with pytest.raises(
         DownloadError, match=re.escape("download.pytorch.org/models/deeplabv3_resnet50_coco")
     ):

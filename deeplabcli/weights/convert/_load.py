@@ -25,6 +25,7 @@ def load_converted(
     load_strict(
         model,
         state_dict,
+        source=f"the {source} weights",
         error=lambda problems: ConversionError(
             f"cannot convert {source} weights: {problems}. "
             "The file does not match this architecture."

@@ -106,9 +106,8 @@ class DeepLabGraph:
                     return config
         raise _not_deeplab(f"its channel counts {found} follow no MobileNetV2 depth multiplier")
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Our parameter names → float32 tensors (PyTorch OIHW layout)."""
-        state: dict[str, torch.Tensor] = {}
+    def layers(self) -> dict[str, Op]:
+        """Our name of each conv (``backbone.stem.conv``, ...) → its TFLite operator."""
         layers = {"backbone.stem.conv": self.stem}
         for i, block in enumerate(self.blocks):
             if block.expand is not None:
@@ -119,15 +118,45 @@ class DeepLabGraph:
         layers["head.aspp.convs.1.conv.0"] = self.pool_conv
         layers["head.aspp.project.0"] = self.projection
         layers["head.classifier"] = self.logits
-        for name, op in layers.items():
+        return layers
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Our parameter names → float32 tensors (PyTorch OIHW layout)."""
+        state: dict[str, torch.Tensor] = {}
+        for name, op in self.layers().items():
             weight, bias = self.graph.conv_weights(op)
             state[f"{name}.weight"] = torch.from_numpy(weight)
             state[f"{name}.bias"] = torch.from_numpy(bias)
-        if self.pool_first:  # ours concatenates [1×1, pooling]
-            weight = state["head.aspp.project.0.weight"]
-            pool, one_by_one = weight.split(weight.shape[1] // 2, dim=1)
-            state["head.aspp.project.0.weight"] = torch.cat([one_by_one, pool], dim=1)
+        state["head.aspp.project.0.weight"] = self._our_branch_order(
+            state["head.aspp.project.0.weight"]
+        )
         return state
+
+    def weight_codes(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For every 8-bit quantized conv weight: ``(codes (O, I/groups, KH, KW) uint8/int8,
+        scale float64 (1 or O), zero_point int64)`` in PyTorch's layout and our channel order,
+        so that :func:`~.tflite_graph.dequantize` of them is :meth:`state_dict`'s weight."""
+        found = {}
+        for name, op in self.layers().items():
+            tensor = self.graph.tensors[op.inputs[1]]
+            if tensor.dtype not in (3, 9) or tensor.scale is None:  # uint8, int8
+                continue
+            axes = (0, 3, 1, 2) if op.kind == "CONV_2D" else (3, 0, 1, 2)
+            if tensor.scale.size > 1 and axes.index(tensor.quantized_dimension) != 0:
+                continue  # scales along another axis than the output channels: keep float
+            codes = self.graph.values(op.inputs[1]).transpose(axes)
+            if name == "head.aspp.project.0":
+                codes = self._our_branch_order(torch.from_numpy(codes.copy())).numpy()
+            found[f"{name}.weight"] = (np.ascontiguousarray(codes), tensor.scale, tensor.zero_point)
+        return found
+
+    def _our_branch_order(self, weight: torch.Tensor) -> torch.Tensor:
+        """The projection's (O, 2·C, 1, 1) weight with its inputs in our concatenation order,
+        [1×1, pooling] (Google's is [pooling, 1×1])."""
+        if not self.pool_first:
+            return weight
+        pool, one_by_one = weight.split(weight.shape[1] // 2, dim=1)
+        return torch.cat([one_by_one, pool], dim=1)
 
 
 def _not_deeplab(detail: str) -> ConversionError:
@@ -298,10 +327,10 @@ def from_tflite(path: str | Path, *, provenance: dict[str, Any] | None = None) -
     The model's config records Google's preprocessing: pixels scaled to [-1, 1], the long side
     resized to the native input size and padded with the mean. Returned in eval mode.
     """
-    found = match_deeplab(read_graph(path))
-    return load_converted(
-        found.config(),
-        found.state_dict(),
-        source=f"TFLite {Path(path).name}",
-        provenance=provenance,
-    )
+    graph = read_graph(path)  # its errors name the file
+    try:  # the graph's do not: say which file they are about
+        found = match_deeplab(graph)
+        config, state = found.config(), found.state_dict()
+    except ConversionError as error:
+        raise ConversionError(f"{path}: {error}") from None
+    return load_converted(config, state, source=f"TFLite {Path(path).name}", provenance=provenance)

@@ -8,13 +8,14 @@ float16 constants widened, and constants fed through a DEQUANTIZE operator resol
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import ConversionError, MissingDependencyError
+from ...errors import ConversionError, MissingDependencyError, extra_hint
 
 #: TFLite TensorType codes → numpy dtypes of constant buffers.
 _DTYPES = {
@@ -39,8 +40,7 @@ def import_tflite() -> Any:
         import tflite
     except ImportError:
         raise MissingDependencyError(
-            "reading TensorFlow Lite models needs the 'tflite' package. "
-            'Install it with: pip install "deeplabcli[tflite]".'
+            f"reading TensorFlow Lite models needs the 'tflite' package. {extra_hint('tflite')}."
         ) from None
     return tflite
 
@@ -190,9 +190,17 @@ def read_graph(path: str | Path) -> Graph:
         raise
     except Exception as exc:  # a truncated or corrupted flatbuffer fails anywhere inside
         raise ConversionError(
-            f"{path} is a damaged TensorFlow Lite file ({type(exc).__name__}). "
+            f"{path} is a damaged TensorFlow Lite file ({_damage(exc, len(buf))}). "
             "Export or download it again."
         ) from None
+
+
+def _damage(error: Exception, size: int) -> str:
+    """What a flatbuffer accessor's exception says about the file, in words."""
+    if isinstance(error, struct.error):  # an offset past the end of the bytes read
+        return f"truncated or corrupt: an offset points past the end of its {size:,} bytes"
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"corrupt: {type(error).__name__}{': ' + detail if detail else ''}"
 
 
 def _parse(tflite: Any, model: Any, buf: bytes) -> Graph:

@@ -296,8 +296,9 @@ def test_a_graph_that_is_not_deeplab_is_a_clear_error(tmp_path):
     with pytest.raises(ConversionError) as info:
         from_tflite(path)
     assert str(info.value) == (
-        "the TFLite graph is not a DeepLabv3 MobileNetV2 this converter reads: expected the "
-        "convs of block 0, found nothing. Use one of Google's DeepLab MobileNetV2 exports."
+        f"{path}: the TFLite graph is not a DeepLabv3 MobileNetV2 this converter reads: "
+        "expected the convs of block 0, found nothing. Use one of Google's DeepLab MobileNetV2 "
+        "exports."
     )
 
 
@@ -325,11 +326,38 @@ def test_a_file_that_is_not_tflite_is_a_clear_error(tmp_path):
 def test_a_damaged_tflite_file_is_a_clear_error(tflite_float_path, tmp_path):
     path = tmp_path / "cut.tflite"
     path.write_bytes(tflite_float_path.read_bytes()[:4000])
-    with pytest.raises(ConversionError, match=r"damaged TensorFlow Lite file.*Export or download"):
+    with pytest.raises(ConversionError) as info:
         from_tflite(path)
+    assert str(info.value) == (  # says what is wrong, not "(error)" (struct.error's name)
+        f"{path} is a damaged TensorFlow Lite file (truncated or corrupt: an offset points past "
+        "the end of its 4,000 bytes). Export or download it again."
+    )
+
+
+def test_a_damaged_flatbuffer_that_is_not_cut_short_names_the_file(tmp_path):
+    w = GraphWriter()
+    x = w.tensor("input", [1, 9, 9, 3])
+    weight = w.tensor("w", [4, 3, 3, 3], FLOAT32, np.zeros((4, 3, 3, 3), np.float32))
+    y = w.tensor("features", [1, 5, 5, 4])
+    w.op("CONV_2D", [x, weight, -1], [y], stride=2, activation="RELU6")
+    data = bytearray(w.write(tmp_path / "ok.tflite", [x], [y]).read_bytes())
+    data[8:64] = b"\xff" * 56  # the root table's offsets now point far outside the file
+    path = tmp_path / "scrambled.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConversionError) as info:
+        from_tflite(path)
+    assert str(info.value) == (
+        f"{path} is a damaged TensorFlow Lite file (truncated or corrupt: an offset points past "
+        f"the end of its {len(data):,} bytes). Export or download it again."
+    )
 
 
 def test_missing_tflite_package_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tflite", None)  # import tflite → ImportError
-    with pytest.raises(MissingDependencyError, match=r'pip install "deeplabcli\[tflite\]"'):
+    with pytest.raises(MissingDependencyError) as error:
         from_tflite(tmp_path / "any.tflite")
+    assert str(error.value) == (
+        "reading TensorFlow Lite models needs the 'tflite' package. Install it from the "
+        'deeplabcli checkout with pip install ".[tflite]" (pipx: pipx inject deeplabcli tflite; '
+        'from PyPI once published: pip install "deeplabcli[tflite]").'
+    )
