@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 from support.hashes import sha256
+from support.threads import one_thread  # noqa: F401 (autouse: applies to this module)
 
 from deeplabcli.data.folder import FolderDataset
 from deeplabcli.data.palette import draw_outlines
@@ -68,15 +69,6 @@ def cat_model() -> torch.nn.Module:
         model.head.classifier.bias.zero_()
         model.head.classifier.bias[1] = 5.0
     return model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks on one intra-op thread: as fast, and no spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

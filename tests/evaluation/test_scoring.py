@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.threads import one_thread  # noqa: F401 (autouse: applies to this module)
 
 from deeplabcli.config import InferenceConfig
 from deeplabcli.data.folder import FolderDataset
@@ -84,15 +85,6 @@ def constant_model(winner: int) -> DeepLabV3:
         model.head.classifier.bias.zero_()
         model.head.classifier.bias[winner] = 5.0
     return model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks on one intra-op thread: as fast, and no spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recorder(ProgressHandle):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.threads import one_thread  # noqa: F401 (autouse: applies to this module)
 
 from deeplabcli.errors import (
     DeeplabError,
@@ -67,15 +68,6 @@ def cards(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPa
         (folder / name).write_text(text, encoding="utf-8")
     monkeypatch.setenv("DEEPLAB_CARDS_DIR", str(folder))
     return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks on one intra-op thread: as fast, and no spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
