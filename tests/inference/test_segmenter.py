@@ -16,19 +16,6 @@ from deeplabcli.inference.scores import resize_rows
 from deeplabcli.inference.segmenter import Segmenter, as_pixels, resolve_device
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("deeplabv3_tiny").eval()
-
-
-@pytest.fixture(scope="module")
-def fit_model():
-    torch.manual_seed(0)
-    prep = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="fit", size=48)
-    return build_model("deeplabv3_mobilenetv2_tiny", preprocessing=prep).eval()
-
-
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)

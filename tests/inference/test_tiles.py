@@ -142,20 +142,7 @@ def test_resizing_bands_equals_resizing_the_whole_map(align_corners: bool, size)
 
 
 # ---------------------------------------------------------------------- tiles vs whole images
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return build_model("deeplabv3_tiny").eval()
-
-
-@pytest.fixture(scope="module")
-def fit_model():
-    torch.manual_seed(0)
-    prep = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="fit", size=48)
-    return build_model("deeplabv3_mobilenetv2_tiny", preprocessing=prep).eval()
-
-
-@pytest.mark.parametrize("which", ["tiny", "fit_model"])
+@pytest.mark.parametrize("which", ["model", "fit_model"])
 @pytest.mark.parametrize("runs", [{}, {"scales": (0.5, 1.0), "flip": True}])
 def test_a_window_at_least_as_large_as_the_image_is_plain_inference_exactly(
     request, which: str, runs: dict
@@ -214,9 +201,9 @@ def test_multi_scale_mixes_whole_and_tiled_runs() -> None:
                                rtol=0)  # fmt: skip
 
 
-def test_a_real_model_tiled_gives_probabilities_and_their_argmax(tiny) -> None:
+def test_a_real_model_tiled_gives_probabilities_and_their_argmax(model) -> None:
     image = photo(64, 96, seed=6)
-    segmenter = Segmenter(tiny, device="cpu", tile=48, tile_overlap=0.5, scales=(1.0, 1.25))
+    segmenter = Segmenter(model, device="cpu", tile=48, tile_overlap=0.5, scales=(1.0, 1.25))
     probs = segmenter.probabilities(image)
     assert probs.shape == (21, 64, 96) and probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(0), torch.ones(64, 96), atol=1e-5, rtol=0)
@@ -226,7 +213,7 @@ def test_a_real_model_tiled_gives_probabilities_and_their_argmax(tiny) -> None:
 
 
 # ---------------------------------------------------------------------- bad options
-def test_bad_tile_options_are_config_errors(tiny) -> None:
+def test_bad_tile_options_are_config_errors(model) -> None:
     for fields, problem in (
         ({"tile": 0}, "tile size must be at least 1 pixel"),
         ({"tile": 64, "tile_overlap": 1.0}, "tile overlap must be at least 0 and below 1"),
@@ -238,13 +225,13 @@ def test_bad_tile_options_are_config_errors(tiny) -> None:
             InferenceConfig(**fields)
         assert str(caught.value) == f"{problem}. Fix the inference option."
     with pytest.raises(ConfigError) as caught:
-        Segmenter(tiny, device="cpu", tile=15)
+        Segmenter(model, device="cpu", tile=15)
     assert str(caught.value) == (
         "--tile 15 is smaller than the model's output stride (16): a window would not hold one "
         "feature. Use --tile of at least 16, e.g. 513 (the usual input size)."
     )
-    Segmenter(tiny, device="cpu", tile=16)  # one feature per window is allowed
-    Segmenter(tiny, device="cpu", tile=8, output_stride=8)
+    Segmenter(model, device="cpu", tile=16)  # one feature per window is allowed
+    Segmenter(model, device="cpu", tile=8, output_stride=8)
 
 
 @pytest.fixture(scope="module")
