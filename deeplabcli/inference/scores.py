@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch.nn import functional as F
 
+from ..models.heads import bilinear_source_index
+
 #: Elements of one (C, rows, W) float buffer when resizing scores in row bands (32 MB).
 BAND_ELEMENTS = 1 << 23
 
@@ -70,21 +72,6 @@ class ScoreRuns:
             yield rows, total.div_(len(self.logits))  # type: ignore[union-attr]
 
 
-def _source_index(
-    out_size: int, in_size: int, align_corners: bool, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For each output position: the two source indices and the weight of the second, exactly
-    as ``F.interpolate(mode="bilinear")`` computes them."""
-    dst = torch.arange(out_size, dtype=torch.float32, device=device)
-    if align_corners:
-        src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else dst * 0
-    else:
-        src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
-    low = src.long().clamp_(max=in_size - 1)
-    high = (low + 1).clamp_(max=in_size - 1)
-    return low, high, src - low
-
-
 def resize_rows(
     x: torch.Tensor, size: tuple[int, int], rows: slice, align_corners: bool
 ) -> torch.Tensor:
@@ -96,8 +83,10 @@ def resize_rows(
         return x[:, rows]
     if rows.indices(height)[:2] == (0, height):
         return F.interpolate(x[None], size=size, mode="bilinear", align_corners=align_corners)[0]
-    y0, y1, fy = (t[rows] for t in _source_index(height, x.shape[1], align_corners, x.device))
-    x0, x1, fx = _source_index(width, x.shape[2], align_corners, x.device)
+    y0, y1, fy = (
+        t[rows] for t in bilinear_source_index(height, x.shape[1], align_corners, x.device)
+    )
+    x0, x1, fx = bilinear_source_index(width, x.shape[2], align_corners, x.device)
     vertical = torch.lerp(x.index_select(1, y0), x.index_select(1, y1), fy.view(1, -1, 1))
     return torch.lerp(vertical.index_select(2, x0), vertical.index_select(2, x1), fx.view(1, 1, -1))
 

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 
 from ..config import InferenceConfig
 from ..errors import ConfigError
-from .scores import BAND_ELEMENTS, _source_index, first_argmax
+from ..models.heads import bilinear_source_index
+from .scores import BAND_ELEMENTS, first_argmax
 
 #: raw windows, float 0..255 (N, 3, h, w) → their logits (N, C, h, w)
 WindowRunner = Callable[[torch.Tensor], torch.Tensor]
@@ -174,8 +175,8 @@ def resize_bands(
                     band[None], size=size, mode="bilinear", align_corners=align_corners
                 )[0]
                 return
-            y0, y1, fy = _source_index(height, source[0], align_corners, band.device)
-            x0, x1, fx = _source_index(width, source[1], align_corners, band.device)
+            y0, y1, fy = bilinear_source_index(height, source[0], align_corners, band.device)
+            x0, x1, fx = bilinear_source_index(width, source[1], align_corners, band.device)
             held = band
         else:
             held = torch.cat([held, band], 1)

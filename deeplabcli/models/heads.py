@@ -205,19 +205,32 @@ def deterministic_backward() -> bool:
     return torch.are_deterministic_algorithms_enabled() and torch.is_grad_enabled()
 
 
-def _interpolation_matrix(
-    out_size: int, in_size: int, align_corners: bool, like: torch.Tensor
-) -> torch.Tensor:
-    """(out_size, in_size) weights of 1-D bilinear resampling, with the source positions and
-    weights computed as ``F.interpolate(mode="bilinear")`` computes them (in float32, or in
-    float64 for float64 ``like``)."""
-    dst = torch.arange(out_size, dtype=torch.float64 if like.dtype == torch.float64 else None)
+def bilinear_source_index(
+    out_size: int,
+    in_size: int,
+    align_corners: bool,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each of ``out_size`` output positions: the two source indices (int64) and the weight
+    of the second (``dtype``), exactly as ``F.interpolate(mode="bilinear")`` computes them."""
+    dst = torch.arange(out_size, dtype=dtype, device=device)
     if align_corners:
         src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else dst * 0
     else:
         src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0)
     low = src.long().clamp_(max=in_size - 1)
     high = (low + 1).clamp_(max=in_size - 1)
-    weight = (src - low).unsqueeze(1)
+    return low, high, src - low
+
+
+def _interpolation_matrix(
+    out_size: int, in_size: int, align_corners: bool, like: torch.Tensor
+) -> torch.Tensor:
+    """(out_size, in_size) weights of 1-D bilinear resampling, with the source positions and
+    weights of :func:`bilinear_source_index` (in float32, or in float64 for float64 ``like``)."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    low, high, weight = bilinear_source_index(out_size, in_size, align_corners, dtype=dtype)
+    weight = weight.unsqueeze(1)
     matrix = (1 - weight) * F.one_hot(low, in_size) + weight * F.one_hot(high, in_size)
     return matrix.to(device=like.device, dtype=like.dtype)
