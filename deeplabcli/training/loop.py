@@ -85,7 +85,6 @@ class _Run:
                 f"batch size {config.batch_size} cannot be split over {world.size} processes. "
                 f"Use a multiple of {world.size}."
             )
-        self.per_process = config.batch_size // world.size
         self.micro_batch = micro_batch_size(config, world.size)
         self.out = check_run_dir(config)
         D.barrier()
