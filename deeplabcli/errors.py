@@ -154,6 +154,8 @@ EXTRAS: dict[str, str] = {
     "sbd": "scipy",
     "tensorboard": "tensorboard",
     "video": "av",
+    "onnx": "onnx onnxruntime",
+    "openvino": "openvino onnx",
 }
 
 

@@ -21,12 +21,13 @@ FLOORS: dict[str, int] = {
     # ground floor: shared by everyone, importing only each other
     "errors": 0, "files": 0, "progress": 0, "signals": 0, "distributed": 0, "config": 0,
     "_exports": 0,
-    "models": 1, "data": 1,
+    "models": 1, "data": 1, "runtimes": 1,
     "weights": 2,
-    "inference": 3,
-    "prediction": 4, "evaluation": 4,
-    "training": 5,
-    "cli": 6,
+    "exporting": 3,
+    "inference": 4,
+    "prediction": 5, "evaluation": 5,
+    "training": 6,
+    "cli": 7,
 }  # fmt: skip
 #: modules above every floor (they only name the others, or start the CLI)
 ENTRY_POINTS = {"deeplabcli", "deeplabcli.__main__"}
@@ -39,6 +40,12 @@ TORCH_FREE = (
     "deeplabcli.prediction.inputs",
     "deeplabcli.prediction.outputs",
     "deeplabcli.weights.cards",
+    "deeplabcli.runtimes.metadata",
+    "deeplabcli.runtimes.sessions",
+    "deeplabcli.runtimes.exported",
+    "deeplabcli.runtimes.extras",
+    "deeplabcli.runtimes.cache",
+    "deeplabcli.exporting.references",
 )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,6 +101,16 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+def traced_same_padding(size: Any, kernel: int, stride: int, dilation: int) -> list[Any]:
+    """:func:`same_padding` in tensor arithmetic, for tracing (ONNX export): ``size`` is then a
+    traced 0-dim tensor, so the exported graph computes the padding from its input's size
+    instead of baking in the size it was traced at."""
+    effective = (kernel - 1) * dilation + 1
+    total = torch.clamp(((size + stride - 1) // stride - 1) * stride + effective - size, min=0)
+    before = total // 2
+    return [before, total - before]
+
+
 class ConvBNAct(nn.Module):
     """Conv → BN (or nothing when BN is folded into the conv's bias) → optional ReLU6.
 
@@ -153,7 +164,12 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if self.tf_padding:
+        if self.tf_padding and torch.jit.is_tracing():  # ONNX export: padding follows the input
+            k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+            x = F.pad(x, [*traced_same_padding(x.shape[-1], k, s, d),
+                          *traced_same_padding(x.shape[-2], k, s, d)])  # fmt: skip
+            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+        elif self.tf_padding:
             explicit, padding = self._padding(x.shape[-2], x.shape[-1])
             if explicit is not None:
                 x = F.pad(x, explicit)
