@@ -166,9 +166,13 @@ class ConvBNAct(nn.Module):
         conv = self.conv
         if self.tf_padding and torch.jit.is_tracing():  # ONNX export: padding follows the input
             k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
-            x = F.pad(x, [*traced_same_padding(x.shape[-1], k, s, d),
-                          *traced_same_padding(x.shape[-2], k, s, d)])  # fmt: skip
-            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+            padding = (k - 1) * d // 2  # "SAME" at stride 1 (odd kernels): symmetric, any size
+            if s > 1:  # depends on the size's remainder: computed in the graph
+                x = F.pad(x, [*traced_same_padding(x.shape[-1], k, s, d),
+                              *traced_same_padding(x.shape[-2], k, s, d)])  # fmt: skip
+                padding = 0
+            # a Conv with its own padding, not Pad → Conv: runtimes fuse and reorder it better
+            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
         elif self.tf_padding:
             explicit, padding = self._padding(x.shape[-2], x.shape[-1])
             if explicit is not None:
