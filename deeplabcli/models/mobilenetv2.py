@@ -172,7 +172,9 @@ class ConvBNAct(nn.Module):
                               *traced_same_padding(x.shape[-2], k, s, d)])  # fmt: skip
                 padding = 0
             # a Conv with its own padding, not Pad → Conv: runtimes fuse and reorder it better
-            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+            x = F.conv2d(
+                x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups
+            )
         elif self.tf_padding:
             explicit, padding = self._padding(x.shape[-2], x.shape[-1])
             if explicit is not None:
