@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "evaluation",
     "run_evaluation": "evaluation",
     "load_model": "weights",
+    "export": "exporting",
     "load_backbone_weights": "weights",
     "save_checkpoint": "weights",
     "load_checkpoint": "weights",

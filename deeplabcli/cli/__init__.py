@@ -20,6 +20,7 @@ from ..errors import DeeplabError
 COMMANDS: dict[str, str] = {
     "predict": "predict:predict_command",
     "eval": "eval:eval_command",
+    "export": "export:export_command",
     "data": "data:data",
     "train": "train:train",
     "finetune": "train:finetune",

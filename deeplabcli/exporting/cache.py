@@ -13,13 +13,10 @@ import torch
 
 from .. import __version__
 from ..models import DeepLabV3
-from ..runtimes.cache import cached_file, is_complete
+from ..runtimes.cache import EXPORT_REVISION, cached_file, is_complete
 from .onnx import DEFAULT_OPSET, export_onnx
 from .openvino import onnx_to_openvino
 from .references import remember_reference
-
-#: bump when the exported graph changes for the same weights (the key includes it)
-EXPORT_REVISION = 1
 
 
 def network_key(model: DeepLabV3, output_stride: int | None = None) -> str:
@@ -35,8 +32,8 @@ def network_key(model: DeepLabV3, output_stride: int | None = None) -> str:
     for name, tensor in model.state_dict().items():
         if name.startswith("aux_head."):
             continue  # not exported
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
+        value = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed
+        digest.update(f"{name}|{value.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()[:32]
 

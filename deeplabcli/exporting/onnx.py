@@ -25,7 +25,7 @@ from ..data.palette import palette_for
 from ..errors import ConfigError
 from ..files import atomic_file
 from ..models import DeepLabV3
-from ..runtimes.extras import require_backend
+from ..runtimes.extras import require_module
 from ..runtimes.metadata import INPUT_NAME, OUTPUT_NAME, model_metadata
 
 #: the opset written unless asked otherwise (ONNX Runtime ≥ 1.14 and OpenVINO run it)
@@ -68,7 +68,7 @@ def export_onnx(
 ) -> Path:
     """Write ``model`` to ``path`` as ONNX (atomically: a failed export leaves nothing) and
     return the path. See the module docstring for the graph's inputs and outputs."""
-    require_backend("onnxruntime", "export")
+    require_module("onnx", "onnx", "exporting to ONNX")  # not onnxruntime: OpenVINO runs it too
     import onnx
 
     opset = DEFAULT_OPSET if opset is None else int(opset)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from ..errors import ModelLoadError
 from ..files import disk_full_as_error, new_file_mode
-from ..runtimes.metadata import onnx_metadata
 from ..runtimes.extras import require_backend
-from ..runtimes.metadata import PREFIX
+from ..runtimes.metadata import PREFIX, onnx_metadata
 
 
 def onnx_to_openvino(onnx_path: str | os.PathLike, xml_path: str | os.PathLike) -> Path:

@@ -6,7 +6,9 @@ Exports are kept as ``<key>.onnx`` (or ``<key>.xml`` + ``.bin``) in
 (:mod:`deeplabcli.exporting.cache` computes it, with torch); beside it, a small alias file per
 model reference (a card, a weights file; :mod:`deeplabcli.exporting.references`) maps the
 reference to its key, so that :func:`lookup_identity` finds the export of ``--model NAME`` without importing torch or
-loading the weights: that is what makes a one-photo ``deeplab predict`` fast.
+loading the weights: that is what makes a one-photo ``deeplab predict`` fast. ``optimized/``
+keeps ONNX Runtime's optimised graph of each file it runs (:func:`optimized_file`), so a
+session starts without optimising the graph again.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import json
 import os
 from pathlib import Path
 
+from .. import __version__
 from ..files import write_text_atomic
+from .extras import cpu_features
 
 CACHE_ENV = "DEEPLAB_EXPORT_CACHE"
+#: bump when the exported graph changes for the same weights (cache keys and aliases include it)
+EXPORT_REVISION = 2
 #: backend → the suffix of the file it runs from the cache
 CACHE_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
 
@@ -41,8 +47,38 @@ def is_complete(path: Path) -> bool:
     return path.is_file() and (path.suffix != ".xml" or path.with_suffix(".bin").is_file())
 
 
+def optimized_file(source: Path, runtime: str) -> Path:
+    """Where ``runtime`` (a name and version, e.g. ``onnxruntime-1.23.2``) keeps its optimised
+    form of the graph in ``source`` on this machine: ``optimized/<where>-<which>.onnx``,
+    ``where`` hashing the source's resolved path, the runtime and the CPU (optimised graphs use
+    the CPU's vector width, so a cache shared by machines keeps one per CPU), ``which`` the
+    source's size and modification time (a changed source gets a new file; see
+    :func:`stale_optimized`)."""
+    source = Path(source).resolve()
+    stat = source.stat()
+    cpu = cpu_features()
+    where = f"{source}|{runtime}|{cpu['model']}|{','.join(cpu['features'])}"  # type: ignore[arg-type]
+    which = f"{stat.st_size}|{stat.st_mtime_ns}"
+    name = f"{_digest(where, 24)}-{_digest(which, 8)}.onnx"
+    return cache_dir() / "optimized" / name
+
+
+def stale_optimized(path: Path) -> list[Path]:
+    """The other optimised forms of the same source, runtime and CPU as ``path`` (made from
+    earlier versions of the source): safe to remove once ``path`` is written."""
+    prefix = path.name.split("-", 1)[0]
+    return sorted(p for p in path.parent.glob(f"{prefix}-*.onnx") if p != path)
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def _alias_path(identity: str, backend: str, output_stride: int | None) -> Path:
-    digest = hashlib.sha256(f"{identity}|{backend}|os={output_stride}".encode()).hexdigest()
+    # the version and export revision too: after an upgrade that changes the exported graph,
+    # a reference must not keep finding the old export
+    salt = f"{__version__}|rev={EXPORT_REVISION}"
+    digest = hashlib.sha256(f"{identity}|{backend}|os={output_stride}|{salt}".encode()).hexdigest()
     return cache_dir() / "refs" / f"{digest[:32]}.json"
 
 

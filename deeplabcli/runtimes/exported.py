@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ModelLoadError
+from .extras import backend_installed
 from .metadata import ExportInfo, parse_metadata
 from .sessions import RuntimeNetwork, open_network
 
@@ -24,6 +25,18 @@ EXPORTED_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino"}
 def is_exported_path(ref: str | os.PathLike) -> bool:
     """Whether a model reference names an exported file (by its suffix)."""
     return Path(os.fspath(ref)).suffix.lower() in EXPORTED_SUFFIXES
+
+
+def exported_backend(path: str | os.PathLike, backend: str = "auto") -> str:
+    """The runtime that runs exported file ``path`` for ``--backend backend``: a named runtime
+    as it is; ``auto``: the file's own runtime (:data:`EXPORTED_SUFFIXES`), or OpenVINO for a
+    ``.onnx`` file when ONNX Runtime is not installed but OpenVINO is."""
+    if backend != "auto":
+        return backend
+    own = EXPORTED_SUFFIXES[Path(os.fspath(path)).suffix.lower()]
+    if own == "onnxruntime" and not backend_installed(own) and backend_installed("openvino"):
+        return "openvino"
+    return own
 
 
 @dataclass

@@ -100,6 +100,16 @@ def auto_backend(device: str = "auto", backbone: str | None = None) -> str:
     return "torch"
 
 
+def auto_backend_for_model(device: str = "auto", backbone: str | None = None) -> str:
+    """:func:`auto_backend` for a torch model, which a runtime runs only after exporting it:
+    torch when the exporter's ``onnx`` package is missing (``auto`` never fails for a missing
+    package)."""
+    backend = auto_backend(device, backbone)
+    if backend != "torch" and importlib.util.find_spec("onnx") is None:
+        return "torch"
+    return backend
+
+
 def preferred_cpu_backends(backbone: str | None = None) -> tuple[str, ...]:
     """Runtimes in the order ``auto`` tries them on a CPU (see :func:`auto_backend`)."""
     return ("onnxruntime", "openvino")

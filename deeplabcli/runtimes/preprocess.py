@@ -83,9 +83,7 @@ def preprocess(
     inference); 1 is the model's own preprocessing.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(
-            f"expected uint8 RGB pixels (H, W, 3), got {rgb.dtype} {tuple(rgb.shape)}"
-        )
+        raise ValueError(f"expected uint8 RGB pixels (H, W, 3), got {rgb.dtype} {tuple(rgb.shape)}")
     content, canvas = placement((int(rgb.shape[0]), int(rgb.shape[1])), prep, scale)
     pixels = normalise(resize_rgb(rgb, content), prep)
     if canvas == content:
