@@ -155,7 +155,7 @@ EXTRAS: dict[str, str] = {
     "tensorboard": "tensorboard",
     "video": "av",
     "onnx": "onnx onnxruntime",
-    "openvino": "openvino onnx",
+    "openvino": "openvino onnx nncf",
 }
 
 

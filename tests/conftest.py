@@ -26,6 +26,7 @@ def isolated_user_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("DEEPLAB_DATA_ROOT", raising=False)
+    monkeypatch.delenv("DEEPLAB_EXPORT_CACHE", raising=False)  # exports go under XDG_CACHE_HOME
     yield home
 
 

@@ -46,6 +46,8 @@ TORCH_FREE = (
     "deeplabcli.runtimes.extras",
     "deeplabcli.runtimes.cache",
     "deeplabcli.exporting.references",
+    "deeplabcli.prediction.results",
+    "deeplabcli.prediction.light",
 )
 
 

@@ -123,8 +123,10 @@ def info_command(ref: str, as_json: bool) -> None:
     licence and provenance.
 
     REF: a model name from `deeplab models`, a checkpoint directory, a .safetensors, .pth or
-    .tflite file, or a Hugging Face Hub repo owner/name[@revision]. A model name is described
-    from its card (and its weights when they are embedded or cached): nothing is downloaded.
+    .tflite file, an exported .onnx or .xml file, or a Hugging Face Hub repo
+    owner/name[@revision]. A model name is described from its card (and its weights when they
+    are embedded or cached): nothing is downloaded. Also says which backend `--backend auto`
+    runs the model on here, and which runtimes are installed.
     """
     from ..weights.describe import describe_reference
 
@@ -171,6 +173,20 @@ def _info_lines(info: dict[str, Any]) -> list[tuple[str, Any]]:
             lines.append(("reported", f"{card['metric']}, {card['metric_source']}"))
         if card["upstream"]:
             lines += [("made from", ""), *((f"  {k}", v) for k, v in card["upstream"].items())]
-    provenance = [(f"  {k}", v) for k, v in info["provenance"].items() if v is not None]
+    exported = info.get("exported")
+    if exported:
+        static = exported["static_size"]
+        lines += [("exported", f"{exported['format']}, {exported['path']}"),
+                  ("int8", "yes" if exported["int8"] else "no (float32)"),
+                  ("input size", f"{static[1]}×{static[0]} only" if static else "any (dynamic)")]  # fmt: skip
+    provenance: list[tuple[str, Any]] = []
+    for key, value in info["provenance"].items():
+        if isinstance(value, dict):  # a record of its own, e.g. how the file was exported
+            provenance += [(f"  {key}", ""), *((f"    {k}", v) for k, v in value.items())]
+        elif value is not None:
+            provenance.append((f"  {key}", value))
     lines += [("provenance", ""), *provenance] if provenance else []
+    backends = info["backends"]
+    lines += [("backend (auto)", f"{backends['auto']} on this machine"),
+              ("backends installed", ", ".join(backends["installed"]))]  # fmt: skip
     return lines

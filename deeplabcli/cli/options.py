@@ -1,9 +1,10 @@
 """Options shared by several commands: the model reference and the inference options.
 
 :func:`inference_options` adds ``--os``, ``--scales``, ``--flip``, ``--device``,
-``--batch-size``, ``--streams``, ``--tile`` and ``--tile-overlap`` to a command and hands them to it as one ``inference``
-mapping of :class:`~deeplabcli.config.InferenceConfig` fields, so predict and eval declare them
-once and pass them on whole (``PredictConfig(**inference, ...)``).
+``--batch-size``, ``--streams``, ``--backend``, ``--tile`` and ``--tile-overlap`` to a command
+and hands them to it as one ``inference`` mapping of :class:`~deeplabcli.config.InferenceConfig`
+fields, so predict and eval declare them once and pass them on whole
+(``PredictConfig(**inference, ...)``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 import click
 
-from ..config import InferenceConfig
+from ..config import BACKENDS, InferenceConfig
 
 #: The CLI's names of the InferenceConfig fields it sets (parameter name → field name).
 INFERENCE_PARAMS = (
-    "output_stride", "scales", "flip", "device", "batch_size", "streams", "tile", "tile_overlap",
+    "output_stride", "scales", "flip", "device", "batch_size", "streams", "backend", "tile",
+    "tile_overlap",
 )  # fmt: skip
 
 
@@ -45,8 +47,8 @@ def model_option(default_help: str) -> Callable[[Callable[..., Any]], Callable[.
         "--model",
         "model_ref",
         metavar="REF",
-        help="Model card name, checkpoint folder, .safetensors/.pth/.tflite file or Hub repo "
-        f"({default_help}).",
+        help="Model card name, checkpoint folder, .safetensors/.pth/.tflite file, exported "
+        f".onnx/.xml file (deeplab export) or Hub repo ({default_help}).",
     )
 
 
@@ -98,7 +100,17 @@ def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="CPU: batches that run side by side, sharing the threads (default: 2 for small "
             "models such as MobileNetV2 at batch size 1, whose layers cannot keep many threads "
-            "busy; else 1).",
+            "busy, on torch and ONNX Runtime; else 1).",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(BACKENDS),
+            default="auto",
+            show_default=True,
+            help="Where the network runs. auto: the fastest installed for the device (on a CPU "
+            "ONNX Runtime, then OpenVINO, then torch; on CUDA torch). A model that is not an "
+            "exported .onnx/.xml runs on a runtime after one export into the cache "
+            "($DEEPLAB_EXPORT_CACHE, default ~/.cache/deeplabcli/exported).",
         ),
         click.option(
             "--tile",

@@ -72,9 +72,8 @@ def predict_command(
       deeplab predict clip.mp4 -o out.mp4 --format overlay
     """
     from ..config import PredictConfig
-    from ..distributed import current_world
-    from ..prediction.pipeline import PredictResult, predict_files
-    from ..weights.resolve import load_model
+    from ..prediction import light
+    from ..prediction.results import PredictResult
 
     config = PredictConfig(
         output=output,
@@ -88,20 +87,25 @@ def predict_command(
         click.echo(json.dumps(result.to_json()))
         sys.stdout.flush()  # one complete line per image, also under torchrun
 
-    summary = predict_files(
-        load_model(model_ref),
-        inputs,
-        config,
-        on_result=print_record if as_json else None,
-        progress=not quiet,
-        inplace=True,  # the model was loaded for this run only: no second copy of the weights
-    )
+    report: dict[str, Any] = {"on_result": print_record if as_json else None, "progress": not quiet}
+    fast = light.plan(model_ref, inputs, config)  # decided before anything imports torch
+    if fast is not None:
+        summary, is_main = light.predict_light(fast, inputs, config, **report), True
+    else:
+        from ..distributed import current_world
+        from ..inference.backends import load_inference_model
+        from ..prediction.pipeline import predict_files
+
+        model = load_inference_model(model_ref, config)
+        # inplace: the model was loaded for this run only, so no second copy of the weights
+        summary = predict_files(model, inputs, config, **report, inplace=True, reference=model_ref)
+        is_main = current_world().is_main
     for result in summary.results:
         if result.status == "skipped" and not quiet:
             click.echo(f"Skipped {result.message}", err=True)
     for failure in summary.failures:
         click.echo(f"Error: {failure.message}", err=True)
-    if not quiet and current_world().is_main:
+    if not quiet and is_main:
         click.echo(
             _summary_line(
                 summary.written, summary.skipped, summary.failed, summary.seconds, summary.frames

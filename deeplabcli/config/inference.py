@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from .constants import DATASETS, default_workers
 
-#: Where the network runs. More runtimes (ONNX Runtime, OpenVINO) join with model export.
-BACKENDS = ("torch",)
+#: Where the network runs: "auto" (the fastest installed for the device: see
+#: :func:`deeplabcli.runtimes.extras.auto_backend`), torch, or a runtime that runs the network
+#: exported (:mod:`deeplabcli.exporting`) on the CPU.
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 #: What ``deeplab predict`` writes: masks (palette, index, overlay) or class probabilities
 #: (probs: .npz float16 (C, H, W); confidence: a grayscale PNG of the top-class probability).
 MASK_FORMATS = ("palette", "index", "overlay", "probs", "confidence")
@@ -31,6 +33,11 @@ class InferenceConfig:
     The paper's protocol (Sec. 4.3) at its simplest is the default: whole images, one scale, no
     flip, the model's own output stride. ``scales`` and ``flip`` add multi-scale / left-right
     flipped inference whose class probabilities are averaged at each image's own size.
+
+    ``backend`` defaults to torch in Python (None: a torch model on torch, an exported file on
+    its own runtime) and to ``"auto"`` in the CLI (``--backend``): the library keeps its promise
+    that a model runs as it is, to float rounding and without writing an export cache, unless
+    the caller asks for a runtime (see the field's comment).
     """
 
     output_stride: int | None = None  # run at this OS; None = the model's own
@@ -40,8 +47,14 @@ class InferenceConfig:
     amp: bool | None = None  # float16 autocast on CUDA; None = on for CUDA; never on a CPU
     batch_size: int = 1  # images per forward pass (images whose network inputs are equal)
     streams: int | None = None  # CPU: batches run side by side, each on threads/streams
-    # threads; None = 2 for small models (MobileNetV2) at batch size 1, else 1; 1 on CUDA
-    backend: str = "torch"  # where the network runs: one of BACKENDS
+    # threads; None = 2 for small models (MobileNetV2) at batch size 1 on torch and ONNX
+    # Runtime, else 1 (always on OpenVINO and CUDA)
+    backend: str | None = None  # where the network runs: one of BACKENDS, or None = torch for
+    # a torch model, the file's own runtime for an exported one. Not "auto" as in the CLI: the
+    # library promises a model runs as it is (predict() runs the model itself, Segmenter a
+    # BN-folded copy equal to float rounding) and writes nothing to disk, while a runtime
+    # backend first exports the weights into a cache and computes in another library (logits
+    # within ~1e-4, not bit-equal); a caller who wants that asks for it by name or "auto"
     tile: int | None = None  # cut images larger than this into overlapping windows of this
     # side (pixels), kept at their own resolution × scale; None = whole images
     tile_overlap: float = 0.25  # overlap of neighbouring windows, a fraction of the side in [0, 1)
@@ -57,7 +70,7 @@ class InferenceConfig:
             (bool(self.scales) and all(s > 0 for s in self.scales), "scales must be positive"),
             (self.batch_size >= 1, "batch size must be at least 1"),
             (self.streams is None or self.streams >= 1, "streams must be at least 1"),
-            (self.backend in BACKENDS, f"unknown backend {self.backend!r}"),
+            (self.backend is None or self.backend in BACKENDS, f"unknown backend {self.backend!r}"),
             (self.tile is None or self.tile >= 1, "tile size must be at least 1 pixel"),
             (0 <= self.tile_overlap < 1, "tile overlap must be at least 0 and below 1"),
             (self.tile_blend in TILE_BLENDS, f"tile blend must be one of {', '.join(TILE_BLENDS)}"),

@@ -16,6 +16,7 @@ metrics; the CLI prints and writes the report on rank 0 only.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +45,10 @@ from ..errors import (
     OutputWriteError,
     ReportWriteError,
 )
-from ..inference.segmenter import Segmenter, device_of, resolve_device
+from ..inference.backends import InferenceModel, plan_backend
+from ..inference.device import device_of
+from ..inference.segmenter import Segmenter
+from ..inference.streams import planned_streams
 from ..models import DeepLabV3
 from ..progress import progress_bar
 from .metrics import SegmentationMetrics, compute_metrics
@@ -55,7 +59,7 @@ __all__ = ["EvalResult", "ImageScore", "WorstImage", "check_classes", "evaluate"
            "evaluate_dataset", "run_evaluation"]  # fmt: skip
 
 
-def check_classes(model: DeepLabV3, dataset: SegmentationDataset) -> None:
+def check_classes(model: InferenceModel, dataset: SegmentationDataset) -> None:
     """Raise :class:`ClassCountMismatchError` unless model and data set have as many classes."""
     ours, theirs = model.config.num_classes, dataset.num_classes
     if ours != theirs:
@@ -80,7 +84,7 @@ def refuse_duplicates(dataset: SegmentationDataset) -> None:
 
 
 def evaluate(
-    model: DeepLabV3,
+    model: InferenceModel,
     dataset: SegmentationDataset,
     config: InferenceConfig | None = None,
     *,
@@ -103,7 +107,8 @@ def evaluate(
     >>> from deeplabcli import build_model, evaluate            # doctest: +SKIP
     >>> evaluate(model, open_dataset("voc", "VOCdevkit", "val"), output_stride=8).miou
     """
-    if config is None and options.get("device") is None:
+    on_torch = isinstance(model, DeepLabV3) and options.get("backend") in (None, "torch")
+    if config is None and options.get("device") is None and on_torch:
         options = {**options, "device": device_of(model)}
     return evaluate_dataset(
         model,
@@ -118,13 +123,15 @@ def evaluate(
 
 
 def run_evaluation(
-    config: EvalConfig, *, model: DeepLabV3 | None = None, progress: bool = True
+    config: EvalConfig, *, model: InferenceModel | None = None, progress: bool = True
 ) -> EvalResult:
     """What ``deeplab eval`` does: open the data set, load ``config.model`` (unless ``model``
-    is given), check that the class counts agree and that the report can be written (before any
-    work), evaluate, and write the report (rank 0). Raises the first bad file's error; a report
-    that cannot be written after all raises :class:`ReportWriteError` holding the result."""
-    from ..weights.resolve import default_model_name, load_model
+    is given; an exported ``.onnx``/``.xml`` file too), check that the class counts agree and
+    that the report can be written (before any work), evaluate on ``config.backend``, and write
+    the report (rank 0). Raises the first bad file's error; a report that cannot be written
+    after all raises :class:`ReportWriteError` holding the result."""
+    from ..inference.backends import load_inference_model
+    from ..weights.resolve import default_model_name
     from .report import check_report_dir, require_matplotlib, write_report
 
     dataset = open_dataset(config.dataset, config.data_root, config.split_name)
@@ -134,10 +141,11 @@ def run_evaluation(
         check_report_dir(config.report)
     inplace = model is None  # a model loaded for this run may be optimised in place
     if model is None:
-        model = load_model(config.model)
+        model = load_inference_model(config.model, config)
         name = config.model or default_model_name()
     else:
         name = config.model or str(model.provenance.get("source") or model.config.arch)
+    reference = config.model if inplace else False  # what the model was loaded from
     check_classes(model, dataset)
     result = evaluate_dataset(
         model,
@@ -149,6 +157,7 @@ def run_evaluation(
         keep_worst=config.worst if config.report is not None else 0,
         model_name=name,
         inplace=inplace,
+        reference=reference,
     )
     if config.report is not None and current_world().is_main:
         try:
@@ -159,7 +168,7 @@ def run_evaluation(
 
 
 def evaluate_dataset(
-    model: DeepLabV3,
+    model: InferenceModel,
     dataset: SegmentationDataset,
     config: InferenceConfig | None = None,
     *,
@@ -171,27 +180,34 @@ def evaluate_dataset(
     model_name: str = "model",
     world: World | None = None,
     inplace: bool = False,
+    reference: str | os.PathLike | bool | None = False,
     **options: Any,
 ) -> EvalResult:
     """:func:`evaluate` with everything it measured: per-image scores, the ``keep_worst``
     lowest-mIoU predictions, timings. ``world`` given: use it (the caller owns the process
     group), else join torchrun's group if launched by it. ``inplace``: optimise ``model``
     itself instead of a copy (half the weight memory; the model is then fit only for
-    inference)."""
+    inference). ``config.backend`` says where the network runs (``reference``: the model
+    reference, see :class:`~deeplabcli.inference.Segmenter`)."""
     start = time.perf_counter()
     check_classes(model, dataset)
     config = inference_options(config, options, amp=False)
-    resolved = resolve_device(config.device)
+    backend, resolved = plan_backend(model, config)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     with _joined(world, resolved) as world:
+        indices = list(range(world.rank, count, world.size))
+        batches = -(-len(indices) // config.batch_size)  # a runtime's threads are set now
         segmenter = Segmenter(
             model,
-            config.replace(device=device_for(world, resolved)),
+            config.replace(
+                device=device_for(world, resolved), backend=backend,
+                streams=planned_streams(model, config, backend, batches),
+            ),
             optimize=optimize,
             inplace=inplace,
-        )
+            reference=reference,
+        )  # fmt: skip
         scorer = Scorer(segmenter, dataset, keep_worst)
-        indices = list(range(world.rank, count, world.size))
         failure: DeeplabError | None = None
         disable = not progress or not world.is_main
         with progress_bar(len(indices), "Evaluating", disable=disable, unit="img") as bar:
@@ -214,6 +230,7 @@ def evaluate_dataset(
         output_stride=segmenter.config.output_stride,
         scales=segmenter.scales,
         flip=segmenter.flip,
+        backend=segmenter.backend,
         dataset=dataset.name,
         split=dataset.split,
         per_image=sorted(scores, key=lambda s: s.index),

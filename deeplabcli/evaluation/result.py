@@ -47,6 +47,7 @@ class EvalResult:
     load_wait: float = 0.0  # seconds the scoring loop waited for decoded images
     first_wait: float = 0.0  # of which for the first batch (loader start-up included)
     loop_seconds: float = 0.0  # seconds of the scoring loop (first batch to last)
+    backend: str = "torch"  # where the network ran: "torch" | "onnxruntime" | "openvino"
 
     @property
     def images(self) -> int:
@@ -63,7 +64,8 @@ class EvalResult:
 
     def to_json(self) -> dict[str, Any]:
         """``{"miou", "pixel_accuracy", "mean_accuracy", "fw_iou", "per_class_iou", "images",
-        "model", "os", "scales", "flip", ...}``; fractions in [0, 1], ``None`` for n/a."""
+        "model", "os", "scales", "flip", "backend", ...}``; fractions in [0, 1], ``None`` for
+        n/a."""
         data = self.metrics.to_dict()
         data.update(
             images=self.images,
@@ -72,6 +74,7 @@ class EvalResult:
             os=self.output_stride,
             scales=list(self.scales),
             flip=self.flip,
+            backend=self.backend,
             dataset=self.dataset,
             split=self.split,
             seconds=round(self.seconds, 3),

@@ -10,7 +10,6 @@ network (batch norm folded, channels-last).
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
 import os
@@ -26,11 +25,11 @@ from torch.nn import functional as F
 from ..config import InferenceConfig, inference_options
 from ..data.images import read_image, to_rgb
 from ..errors import ScaleLimitError
-from ..models import DeepLabV3
-from ..models.fuse import optimize_for_inference
-from .device import device_of, resolve_device, same_device
+from ..runtimes import ExportedModel
+from .backends import InferenceModel, build_network, check_static_size, plan_backend
+from .device import device_of, resolve_device  # noqa: F401 (imported from here elsewhere)
 from .scores import ScoreRuns
-from .tiles import tiled_map, tiling_for
+from .tiles import scaled_size, tiled_map, tiling_for
 
 #: What the engine accepts as an image: a PIL image, an array (H, W[, 3|4]) or a file path.
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
@@ -86,6 +85,9 @@ class Segmenter:
     - ``scales``, ``flip``: multi-scale / left-right flipped inference; the softmax
       probabilities of all runs are averaged at the original size (paper Sec. 4.3).
     - ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    - ``backend``: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` (on the CPU, the network
+      exported once into a cache) or ``"auto"`` (:mod:`.backends`); :attr:`backend` says which
+      runs. ``model`` may also be an exported file (:func:`~deeplabcli.runtimes.load_exported`).
     - ``amp``: float16 autocast; ``None`` = on for CUDA, always off on CPU.
     - ``batch_size``, ``streams``: how the loops that feed the segmenter (predict, eval) batch
       images and run batches side by side; kept here so they travel with the rest.
@@ -95,50 +97,42 @@ class Segmenter:
     Besides: ``optimize`` runs a private copy with batch norm folded into the convs and
     channels-last weights (same outputs to float rounding; otherwise the model itself is used);
     ``inplace``, with ``optimize``, optimises the model itself instead of a copy (half the
-    weight memory; the model is then only fit for inference).
+    weight memory; the model is then only fit for inference). ``reference``: the model
+    reference ``model`` was loaded from (None: the default model), remembered with its export
+    on a runtime backend so a later run finds the export without loading the model.
 
     The model's ``config.preprocessing`` decides normalisation and the resize policy.
     """
 
     def __init__(
         self,
-        model: DeepLabV3,
+        model: InferenceModel,
         config: InferenceConfig | None = None,
         *,
         optimize: bool = True,
         inplace: bool = False,
+        reference: str | os.PathLike | bool | None = False,
         **options: Any,
     ) -> None:
         self.options = inference_options(config, options)
-        output_stride = self.options.output_stride
-        self.device = resolve_device(self.options.device)
+        self.backend, self.device = plan_backend(model, self.options)
+        self.options = self.options.replace(backend=self.backend)
         self.scales = self.options.scales
         self.flip = self.options.flip
         amp = self.options.amp
         self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
-        if output_stride is not None:
-            model.config.check_output_stride(output_stride)
-        self.channels_last = optimize
-        if optimize:
-            network = optimize_for_inference(
-                model, channels_last=True, inplace=inplace, cpu_fusion=self.device.type == "cpu"
-            )
-        elif (output_stride not in (None, model.output_stride)) or not same_device(
-            device_of(model), self.device
-        ):
-            network = copy.deepcopy(model)
-        else:
-            network = model  # shared with the caller: eval mode is set per call and restored
-        if output_stride is not None and output_stride != network.output_stride:
-            network.set_output_stride(output_stride)
-        self.network = network.to(self.device)
-        self.config = network.config
+        self.network, self.config = build_network(
+            model, self.options, self.backend, self.device,
+            optimize=optimize, inplace=inplace, reference=reference,
+        )  # fmt: skip
+        self.channels_last = optimize and self.backend == "torch"
+        self.exported = model if isinstance(model, ExportedModel) else None
         prep = self.config.preprocessing
         std = torch.tensor(prep.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         mean = torch.tensor(prep.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = 1.0 / (255.0 * std)  # uint8 → (x/255 - mean) / std = x·scale - shift
         self._shift = mean / std
-        self.tiling = tiling_for(self.options, network.output_stride, prep.size)
+        self.tiling = tiling_for(self.options, self.config.output_stride, prep.size)
 
     @property
     def num_classes(self) -> int:
@@ -209,9 +203,15 @@ class Segmenter:
     def check_size(self, size: tuple[int, int], name: str = "") -> None:
         """Raise :class:`ScaleLimitError` if a scale above 1 gives an (H, W) image a network
         input of more than :data:`MAX_SCALED_PIXELS` pixels; the message names the image
-        (``name``, e.g. its id and path), the limit and the largest scale the image allows."""
+        (``name``, e.g. its id and path), the limit and the largest scale the image allows.
+        A model exported with a static input size raises :class:`ConfigError` for images whose
+        network inputs (or tiles) would have another size."""
         height, width = size
         prep = self.config.preprocessing
+        if self.exported is not None and self.exported.info.static_size is not None:
+            image = f"the {width}×{height} image" + (f" {name}" if name else "")
+            static = self.exported.info.static_size
+            check_static_size(static, self._input_sizes(size), image, self.exported.path)
 
         def fits(scale: float) -> bool:
             return math.prod(self._placement(size, scale).canvas) <= MAX_SCALED_PIXELS
@@ -271,6 +271,18 @@ class Segmenter:
     # ------------------------------------------------------------------ internals
     def _tiled(self, size: tuple[int, int]) -> bool:
         return self.tiling is not None and self.tiling.needed(size, self.scales)
+
+    def _input_sizes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
+        """The (H', W') network inputs an (H, W) image gets, one per scale (a tiled run: its
+        windows', padded to the tile square for ``resize="fit"`` models)."""
+        sizes, fit = [], self.config.preprocessing.resize == "fit"
+        for scale in self.scales:
+            scaled, side = scaled_size(size, scale), self.tiling.size if self.tiling else 0
+            if self.tiling is None or max(scaled) <= side:
+                sizes.append(self._placement(size, scale).canvas)
+            else:
+                sizes.append((side, side) if fit else (min(side, scaled[0]), min(side, scaled[1])))
+        return sizes
 
     def _run(
         self, x: torch.Tensor, content: tuple[int, int], canvas: tuple[int, int], flipped: bool

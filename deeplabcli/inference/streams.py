@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+from ..config import InferenceConfig
+from ..runtimes import ExportedModel
+from .backends import InferenceModel
 from .segmenter import Segmenter
 
 #: Models with at most this many bytes of parameters run two CPU streams by default, one image
@@ -23,21 +26,52 @@ from .segmenter import Segmenter
 #: Batches of 8 already fill the threads, and two streams of them lose (37.6 → 35.3 img/s; six
 #: scales 4.57 → 3.70); ResNet-101 at 513 px gains nothing (2.142 vs 2.134 s per image).
 SMALL_MODEL_BYTES = 32 * 2**20
+#: Runtime backends whose small models run two streams of one thread each by default (their
+#: sessions' threads are fixed when they open, so :func:`planned_streams` decides before).
+#: Measured in one process, interleaved, 20 VOC val images, 2 shared cores (medians of 7):
+#: ONNX Runtime on the default model 1.34 s on one stream of 2 intra-op threads, 1.19 s on two
+#: streams of 1 (torch: 1.28 s); deeplabv3_257_mv_gpu 0.51 → 0.43 s (torch 0.48 s). OpenVINO's
+#: network, compiled for latency, runs one request at a time: two streams lose (2.30 → 2.96 s
+#: on the default model, CPU busier), so it keeps one.
+STREAMED_RUNTIMES = ("onnxruntime",)
 
 
 def choose_streams(
     segmenter: Segmenter, requested: int | None, batches: int, batch_size: int = 1
 ) -> int:
     """How many batches run through the network at once: ``requested``, or (None) 2 for a
-    small model at batch size 1 on a CPU with 2+ threads, else 1; never more than ``batches``."""
+    small model at batch size 1 on a CPU with 2+ threads, else 1, on torch; on a runtime
+    backend the streams its sessions were opened for (:func:`planned_streams`); never more
+    than ``batches``."""
     if segmenter.device.type != "cpu" or batches < 2 or segmenter.network.training:
         return 1  # (a network left in training mode is switched per call: one caller only)
+    if segmenter.backend != "torch":
+        requested = requested or segmenter.options.streams or 1
     if requested is not None:
         return max(1, min(requested, batches))
     if batch_size > 1 or torch.get_num_threads() < 2:
         return 1
     size = sum(p.numel() * p.element_size() for p in segmenter.network.parameters())
     return 2 if size <= SMALL_MODEL_BYTES else 1
+
+
+def planned_streams(
+    model: InferenceModel, options: InferenceConfig, backend: str, batches: int
+) -> int | None:
+    """``streams`` for the Segmenter that predict or eval builds to run ``batches`` batches of
+    ``model`` on ``backend``: as asked; on torch None (:func:`choose_streams` decides); on a
+    runtime, whose sessions' threads are fixed when they open, decided now: 2 for a small model
+    on a :data:`STREAMED_RUNTIMES` backend at batch size 1, 2+ batches and 2+ threads, else 1."""
+    if options.streams is not None or backend == "torch":
+        return options.streams
+    if isinstance(model, ExportedModel):  # the weights' bytes, about
+        files = {model.path, model.path.with_suffix(".bin")}  # (an .onnx file has no .bin)
+        size = sum(f.stat().st_size for f in files if f.is_file())
+    else:
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+    small = size <= SMALL_MODEL_BYTES and options.batch_size == 1
+    many = batches >= 2 and torch.get_num_threads() >= 2
+    return 2 if backend in STREAMED_RUNTIMES and small and many else 1
 
 
 @contextmanager

@@ -12,24 +12,26 @@ import torch
 
 from ..config import InferenceConfig, inference_options
 from ..inference import ImageLike, Segmenter, as_pixels, device_of
+from ..inference.backends import InferenceModel
 from ..inference.scores import first_argmax
 from ..models import DeepLabV3
 
 
 def _segmenter(
-    model: DeepLabV3 | Segmenter, config: InferenceConfig | None, options: dict[str, Any]
+    model: InferenceModel | Segmenter, config: InferenceConfig | None, options: dict[str, Any]
 ) -> Segmenter:
     if isinstance(model, Segmenter):
         if config is not None or options:
             raise ValueError("a ready Segmenter brings its own inference options")
         return model
-    if config is None and options.get("device") is None:
+    on_torch = isinstance(model, DeepLabV3) and options.get("backend") in (None, "torch")
+    if config is None and options.get("device") is None and on_torch:
         options = {**options, "device": device_of(model)}  # run where the model is
     return Segmenter(model, inference_options(config, options), optimize=False)
 
 
 def predict(
-    model: DeepLabV3 | Segmenter,
+    model: InferenceModel | Segmenter,
     image: ImageLike,
     config: InferenceConfig | None = None,
     *,
@@ -45,7 +47,9 @@ def predict(
     its fields by keyword (``output_stride=8, scales=(0.75, 1, 1.25), flip=True``, ``tile=513``).
     ``model`` runs as it is on its own device unless ``device`` says otherwise; for many images
     build a :class:`~deeplabcli.inference.Segmenter` once (it also optimises the network) and
-    pass it instead of the model.
+    pass it instead of the model. ``backend="onnxruntime"`` (or ``"openvino"``, ``"auto"``)
+    runs the network exported (see :mod:`deeplabcli.inference.backends`); ``model`` may also be
+    an exported file (:func:`deeplabcli.runtimes.load_exported`).
 
     >>> from deeplabcli import build_model
     >>> mask = predict(build_model("deeplabv3_tiny"), np.zeros((40, 60, 3), np.uint8))
@@ -56,7 +60,7 @@ def predict(
 
 
 def predict_batch(
-    model: DeepLabV3 | Segmenter,
+    model: InferenceModel | Segmenter,
     images: Sequence[ImageLike],
     config: InferenceConfig | None = None,
     *,

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.images import label_font
-from ..errors import DiskFullError, OutputWriteError
+from ..errors import ConfigError, DiskFullError, OutputWriteError
 from ..files import is_disk_full, temporary_sibling
 
 
@@ -85,6 +85,16 @@ def write_file(
 # ---------------------------------------------------------------------- one prediction
 #: formats written from class probabilities (C, H, W) rather than a class map
 PROBABILITY_FORMATS = ("probs", "confidence")
+
+
+def check_format(fmt: str, num_classes: int) -> None:
+    """Raise :class:`ConfigError` when ``fmt`` masks cannot hold ``num_classes`` classes
+    (palette and overlay images index at most 256 colours)."""
+    if fmt in ("palette", "overlay") and num_classes > 256:
+        raise ConfigError(
+            f"{fmt} masks hold at most 256 classes, the model has {num_classes}. "
+            "Use --format index."
+        )
 
 
 def output_suffix(fmt: str) -> str:

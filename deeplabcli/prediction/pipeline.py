@@ -13,6 +13,7 @@ The in-memory forms, :func:`predict` and :func:`predict_batch`, live in :mod:`.a
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,14 +27,21 @@ from ..config import PredictConfig
 from ..data.images import read_image
 from ..data.palette import palette_for
 from ..distributed import all_reduce_sum, device_for, process_group, shard
-from ..errors import ConfigError, DeeplabError
-from ..inference import Segmenter, is_out_of_memory, resolve_device
-from ..inference.streams import choose_streams, compute_streams, submit
-from ..models import DeepLabV3
+from ..errors import DeeplabError
+from ..inference import Segmenter, is_out_of_memory
+from ..inference.backends import InferenceModel, plan_backend
+from ..inference.streams import choose_streams, compute_streams, planned_streams, submit
 from ..progress import progress_bar
 from .inputs import Job, plan_outputs
-from .outputs import PROBABILITY_FORMATS, output_suffix, write_output
-from .results import PredictResult, PredictSummary, class_shares
+from .outputs import PROBABILITY_FORMATS, check_format, output_suffix
+from .results import (
+    PredictResult,
+    PredictSummary,
+    class_shares,  # noqa: F401  (still importable from here)
+    write_result,
+)
+from .results import failed_result as _failed
+from .results import skipped_result as _exists
 from .video import plan_videos, predict_video, split_videos
 
 
@@ -49,13 +57,14 @@ class _Decoded:
 
 
 def predict_files(
-    model: DeepLabV3 | Segmenter,
+    model: InferenceModel | Segmenter,
     inputs: Sequence[str],
     config: PredictConfig | None = None,
     *,
     on_result: Callable[[PredictResult], None] | None = None,
     progress: bool = True,
     inplace: bool = False,
+    reference: str | os.PathLike | bool | None = False,
 ) -> PredictSummary:
     """Segment every image named by ``inputs`` (files, folders searched recursively, globs) and
     write one mask per image as ``config`` says. ``on_result`` is called on the calling thread
@@ -65,18 +74,20 @@ def predict_files(
     ``model`` may also be a ready :class:`Segmenter` (reused across calls); its own output
     stride, scales, flip and device are then used, so ``config`` must leave those unset.
     ``inplace`` optimises ``model`` itself rather than a copy (see :class:`Segmenter`).
+    ``model`` may be an exported file (:func:`~deeplabcli.runtimes.load_exported`), and
+    ``config.backend`` another runtime (``reference``: see :class:`Segmenter`); every written
+    record names the backend that ran.
     """
     config = config or PredictConfig()
     options = (config.output_stride, config.scales, config.flip, config.device, config.tile)
     if isinstance(model, Segmenter) and options != (None, (1.0,), False, "auto", None):
         raise ValueError("a ready Segmenter brings its own OS, scales, flip, device and tiles")
-    if config.format in ("palette", "overlay") and model.config.num_classes > 256:
-        raise ConfigError(
-            f"{config.format} masks hold at most 256 classes, the model has "
-            f"{model.config.num_classes}. Use --format index."
-        )
+    check_format(config.format, model.config.num_classes)
     start = time.perf_counter()
-    device = model.device if isinstance(model, Segmenter) else resolve_device(config.device)
+    if isinstance(model, Segmenter):
+        backend, device = model.backend, model.device
+    else:
+        backend, device = plan_backend(model, config)
     videos, images = split_videos(inputs)
     videos_planned, video_problems = plan_videos(
         videos, config, images=len(images), classes=model.config.num_classes
@@ -92,13 +103,15 @@ def predict_files(
             PredictResult(input=name, status="failed", message=message)
             for name, message in (problems + video_problems if world.is_main else [])
         ]
-        segmenter = (
-            model
-            if isinstance(model, Segmenter)
-            else Segmenter(
-                model, config.inference.replace(device=device_for(world, device)), inplace=inplace
-            )
-        )
+        if isinstance(model, Segmenter):
+            segmenter = model
+        else:
+            batches = -(-len(jobs) // config.batch_size)  # a runtime's threads are set now
+            options = config.inference.replace(
+                device=device_for(world, device), backend=backend,
+                streams=planned_streams(model, config, backend, batches),
+            )  # fmt: skip
+            segmenter = Segmenter(model, options, inplace=inplace, reference=reference)
         results: list[PredictResult] = []
         total = len(jobs) + len(early)
         with progress_bar(
@@ -106,6 +119,8 @@ def predict_files(
         ) as bar:
 
             def finish(result: PredictResult) -> None:
+                if result.status == "written":
+                    result.backend = segmenter.backend
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
@@ -117,6 +132,8 @@ def predict_files(
         palette, show = palette_for(segmenter.num_classes), progress and world.is_main
         for video in video_jobs:  # each with its own progress bar, in frames
             results.append(predict_video(segmenter, video, config, palette, progress=show))
+            if results[-1].status == "written":
+                results[-1].backend = segmenter.backend
             if on_result is not None:
                 on_result(results[-1])
         counts = torch.tensor(
@@ -248,28 +265,11 @@ class _Pipeline:
             self.finish(writes.popleft().result())
 
     def _write(self, item: _Decoded, result: np.ndarray, seconds: float) -> PredictResult:
-        start = time.perf_counter()
-        job = item.job
         photo = item.pixels.permute(1, 2, 0).numpy()
-        names = self.segmenter.class_names
-        try:
-            written, mask = write_output(
-                self.config.format, result, photo, self.palette, names, job.output,
-                overwrite=self.config.overwrite,
-            )  # fmt: skip
-            if not written:
-                return _exists(job, "written by another process while this one ran")
-        except DeeplabError as error:
-            return _failed(job, str(error), output=str(job.output))
-        return PredictResult(
-            input=str(job.source),
-            status="written",
-            output=str(job.output),
-            width=mask.shape[1],
-            height=mask.shape[0],
-            classes=class_shares(mask, self.segmenter.class_names),
-            seconds=seconds + time.perf_counter() - start,
-        )
+        return write_result(
+            item.job, self.config.format, result, photo, self.palette,
+            self.segmenter.class_names, overwrite=self.config.overwrite, seconds=seconds,
+        )  # fmt: skip
 
 
 def _decode(job: Job, check: Callable[[tuple[int, int]], None]) -> _Decoded | PredictResult:
@@ -286,18 +286,3 @@ def _decode(job: Job, check: Callable[[tuple[int, int]], None]) -> _Decoded | Pr
         return _failed(job, str(error))
     pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
     return _Decoded(job, pixels, time.perf_counter() - start)
-
-
-def _exists(job: Job, why: str = "already exists") -> PredictResult:
-    return PredictResult(
-        input=str(job.source),
-        status="skipped",
-        output=str(job.output),
-        message=f"{job.output}: {why}, not replaced. Use --overwrite to replace it.",
-    )
-
-
-def _failed(job: Job, message: str, *, output: str | None = None) -> PredictResult:
-    return PredictResult(
-        input=str(job.source), status="failed", output=output, message=f"{job.source}: {message}"
-    )

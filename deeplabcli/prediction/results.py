@@ -1,12 +1,25 @@
-"""What ``deeplab predict`` reports: one :class:`PredictResult` per input, and the summary."""
+"""What ``deeplab predict`` reports: one :class:`PredictResult` per input, and the summary.
+
+The records of a written, skipped or failed image are made here (:func:`write_result`,
+:func:`skipped_result`, :func:`failed_result`) for both paths of ``deeplab predict``: the
+torch pipeline (:mod:`.pipeline`) and the torch-free one (:mod:`.light`), so their messages
+are the same by construction.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..errors import DeeplabError
+from .outputs import write_output
+
+if TYPE_CHECKING:
+    from .inputs import Job
 
 
 @dataclass
@@ -22,6 +35,7 @@ class PredictResult:
     classes: list[dict[str, Any]] = field(default_factory=list)  # index, name, share in [0, 1]
     seconds: float = 0.0  # decode + this image's share of its batch's compute + encode/write
     frames: int | None = None  # videos: frames written (also for a video that ended early)
+    backend: str | None = None  # where the network ran ("torch", "onnxruntime", "openvino")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON record: always input/status, then the fields that apply to the status."""
@@ -33,6 +47,8 @@ class PredictResult:
         if self.status == "written":
             record.update(width=self.width, height=self.height, classes=self.classes)
             record["seconds"] = round(self.seconds, 4)
+            if self.backend is not None:
+                record["backend"] = self.backend
         else:
             record["message"] = self.message
         return record
@@ -72,3 +88,54 @@ def shares_of_counts(counts: np.ndarray, class_names: Sequence[str]) -> list[dic
         }
         for c in present
     ]
+
+
+def write_result(
+    job: Job,
+    fmt: str,
+    result: np.ndarray,
+    photo: np.ndarray,
+    palette: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    overwrite: bool,
+    seconds: float,
+) -> PredictResult:
+    """Write one image's prediction for ``job`` (see :func:`~.outputs.write_output`: ``result``
+    is the class map (H, W) or the probabilities float32 (C, H, W); ``photo`` uint8 (H, W, 3))
+    and return its record; ``seconds`` is what the image took before writing."""
+    start = time.perf_counter()
+    try:
+        written, mask = write_output(
+            fmt, result, photo, palette, class_names, job.output, overwrite=overwrite
+        )
+        if not written:
+            return skipped_result(job, "written by another process while this one ran")
+    except DeeplabError as error:
+        return failed_result(job, str(error), output=str(job.output))
+    return PredictResult(
+        input=str(job.source),
+        status="written",
+        output=str(job.output),
+        width=mask.shape[1],
+        height=mask.shape[0],
+        classes=class_shares(mask, class_names),
+        seconds=seconds + time.perf_counter() - start,
+    )
+
+
+def skipped_result(job: Job, why: str = "already exists") -> PredictResult:
+    """The record of an image whose mask is not written because it exists (``why``)."""
+    return PredictResult(
+        input=str(job.source),
+        status="skipped",
+        output=str(job.output),
+        message=f"{job.output}: {why}, not replaced. Use --overwrite to replace it.",
+    )
+
+
+def failed_result(job: Job, message: str, *, output: str | None = None) -> PredictResult:
+    """The record of an image that failed: ``message`` after the image's path."""
+    return PredictResult(
+        input=str(job.source), status="failed", output=output, message=f"{job.source}: {message}"
+    )

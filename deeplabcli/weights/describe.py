@@ -3,7 +3,10 @@
 A card name is described from its card (source, licence, provenance, published metric) and, when
 its weights are on this machine (embedded or cached), from the loaded model as well; a card whose
 weights are not cached is described from the card alone, never fetched. Any other reference (a
-path, a Hub repo) is loaded and described by :func:`~.resolve.describe_model`.
+path, a Hub repo) is loaded and described by :func:`~.resolve.describe_model`; an exported
+``.onnx``/``.xml`` file by the metadata it carries (:func:`describe_exported`). Every
+description says which backend ``--backend auto`` would run the model on here, and which
+runtimes are installed (:func:`describe_backends`).
 """
 
 from __future__ import annotations
@@ -12,21 +15,37 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..runtimes.exported import exported_backend, is_exported_path, load_exported
+from ..runtimes.extras import RUNTIME_MODULES, auto_backend_for_model, backend_installed
 from .cards import ModelCard, find_card
-from .resolve import Ref, card_is_cached, describe_model, load_card_model, load_model
+from .resolve import (
+    Ref,
+    card_is_cached,
+    describe_config,
+    describe_model,
+    load_card_model,
+    load_model,
+)
 
 
 def describe_reference(ref: Ref) -> dict[str, Any]:
     """JSON-ready description of ``ref``: :func:`~.resolve.describe_model`'s keys, plus a
     ``card`` entry for card names (its keys: see :func:`describe_card`). For a card whose
-    weights are not on this machine, the model keys come from the card (``parameters`` None)."""
+    weights are not on this machine, the model keys come from the card (``parameters`` None).
+    Always a ``backends`` entry (:func:`describe_backends`); for exported files ``exported``."""
     text = os.fspath(ref)
-    card = None if Path(text).expanduser().exists() else find_card(text)
+    path = Path(text).expanduser()
+    if is_exported_path(text) and path.is_file():
+        return describe_exported(path)
+    card = None if path.exists() else find_card(text)
     if card is None:
-        return describe_model(load_model(text))
+        described = describe_model(load_model(text))
+        return {**described, "backends": describe_backends(described["backbone"])}
     about = describe_card(card)
+    backends = describe_backends(card.backbone)
     if card.is_model and about["on_this_machine"]:
-        return {**describe_model(load_card_model(card, quiet=True)), "card": about}
+        described = describe_model(load_card_model(card, quiet=True))
+        return {**described, "card": about, "backends": backends}
     preprocessing = card.preprocessing
     return {
         "architecture": card.architecture,
@@ -37,7 +56,38 @@ def describe_reference(ref: Ref) -> dict[str, Any]:
         "parameters": None,
         "provenance": {},
         "card": about,
+        "backends": backends,
     }
+
+
+def describe_exported(path: Path) -> dict[str, Any]:
+    """An exported file described from its metadata: :func:`~.resolve.describe_model`'s keys
+    (``parameters`` None), ``exported`` (file, format, int8, static size) and ``backends``."""
+    backend = exported_backend(path)
+    model = load_exported(path, backend)
+    static = model.info.static_size
+    exported = {
+        "path": str(path), "format": "openvino" if path.suffix.lower() == ".xml" else "onnx",
+        "int8": model.info.int8, "static_size": list(static) if static else None,
+    }  # fmt: skip
+    return {
+        **describe_config(model.config),
+        "parameters": None,
+        "provenance": dict(model.provenance),
+        "exported": exported,
+        "backends": {"auto": backend, "installed": installed_backends()},
+    }
+
+
+def installed_backends() -> list[str]:
+    """The backends that can run here: torch and the runtimes whose packages are installed."""
+    return ["torch", *(b for b in RUNTIME_MODULES if backend_installed(b))]
+
+
+def describe_backends(backbone: str | None) -> dict[str, Any]:
+    """``{"auto": the backend --backend auto picks for a model with ``backbone`` on this
+    machine's device, "installed": [...]}``."""
+    return {"auto": auto_backend_for_model("auto", backbone), "installed": installed_backends()}
 
 
 def describe_card(card: ModelCard) -> dict[str, Any]:

@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 
+from ..config import ModelConfig
 from ..errors import IntegrityError, ModelLoadError, OutputWriteError
 from ..files import check_writable
 from ..models import DeepLabV3
+from ..runtimes.exported import EXPORTED_SUFFIXES, is_exported_path
 from . import download as hub
 from .cards import ModelCard, default_card, find_card, get_card
 from .checkpoint import (
@@ -72,6 +74,12 @@ def load_model(ref: Ref | None = None, *, device: str | torch.device = "cpu") ->
 def _load(ref: Ref) -> DeepLabV3:
     text = os.fspath(ref)
     path = Path(text).expanduser()
+    if path.is_file() and is_exported_path(path):
+        raise ModelLoadError(
+            f"{text} is an exported model (ONNX or OpenVINO IR), with no torch weights for this "
+            f"command. Run it with deeplab predict or deeplab eval (--model {text}), describe it "
+            "with `deeplab info`, or use the model it was exported from here."
+        )
     if path.exists():
         return load_path(path)
     card = find_card(text)
@@ -95,7 +103,7 @@ def _looks_like_path(text: str) -> bool:
         text.startswith((".", "/", "~"))
         or "\\" in text
         or text.split("@", 1)[0].count("/") > 1
-        or suffix in (*PICKLE_SUFFIXES, ".safetensors", ".tflite", ".json")
+        or suffix in (*PICKLE_SUFFIXES, ".safetensors", ".tflite", ".json", *EXPORTED_SUFFIXES)
     )
 
 
@@ -308,7 +316,15 @@ def convert_model(src: Ref, output: str | os.PathLike, *, overwrite: bool = Fals
 def describe_model(model: DeepLabV3) -> dict[str, Any]:
     """What ``deeplab info`` prints: architecture, output stride, head, classes, preprocessing,
     parameter count and provenance, as JSON-ready values."""
-    config = model.config
+    return {
+        **describe_config(model.config),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "provenance": dict(model.provenance),
+    }
+
+
+def describe_config(config: ModelConfig) -> dict[str, Any]:
+    """The architecture part of :func:`describe_model` (also what an exported file says)."""
     return {
         "architecture": config.arch,
         "backbone": config.backbone,
@@ -320,6 +336,4 @@ def describe_model(model: DeepLabV3) -> dict[str, Any]:
         "num_classes": config.num_classes,
         "classes": list(config.class_names),
         "preprocessing": config.to_dict()["preprocessing"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "provenance": dict(model.provenance),
     }

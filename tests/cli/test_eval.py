@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from deeplabcli.evaluation.protocol import evaluate_dataset
 from deeplabcli.weights.checkpoint import save_checkpoint
 
 REQUIRED = {"miou", "pixel_accuracy", "mean_accuracy", "fw_iou", "per_class_iou", "images",
-            "model", "os", "scales", "flip"}  # fmt: skip
+            "model", "os", "scales", "flip", "backend"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +64,10 @@ def fails_with(message: str, *args: str) -> str:
 # ---------------------------------------------------------------------- results
 def test_json_and_table(folder: Path, tiny3: Path) -> None:
     code, out, err = run("--dataset", "folder", "--data-root", str(folder), "--model",
-                         str(tiny3), "--json", "--workers", "0")  # fmt: skip
-    assert code == 0, err
+                         str(tiny3), "--json", "--workers", "0", "--backend", "torch")  # fmt: skip
+    assert code == 0, err  # (torch: the metrics are compared exactly with the library's)
     record = json.loads(out)
-    assert set(record) >= REQUIRED
+    assert set(record) >= REQUIRED and record["backend"] == "torch"
     expected = evaluate_dataset(load_model(tiny3), FolderDataset(folder), device="cpu").metrics
     assert record["miou"] == pytest.approx(expected.miou, abs=1e-12)
     assert record["per_class_iou"] == expected.to_dict()["per_class_iou"]
@@ -348,3 +350,88 @@ def test_a_split_that_lists_an_image_twice_is_refused(folder: Path, tiny3: Path)
         "--dataset", "folder", "--data-root", str(folder), "--split", "boot",
         "--model", str(tiny3),
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- backends (issue 11)
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+@pytest.fixture(scope="module")
+def tiny3_onnx(tiny3: Path) -> Path:
+    """tiny3 exported to ONNX, beside its checkpoint."""
+    pytest.importorskip("onnxruntime")
+    from deeplabcli.exporting.onnx import export_onnx
+
+    return export_onnx(load_model(tiny3), tiny3.parent / "tiny3.onnx")
+
+
+def test_every_backend_gives_torchs_metrics_and_says_which_ran(folder, tiny3, tiny3_onnx):
+    common = ("--dataset", "folder", "--data-root", str(folder), "--json", "--workers", "0")
+    code, out, err = run(*common, "--model", str(tiny3), "--backend", "torch")
+    assert code == 0, err
+    expected = json.loads(out)["miou"]
+    for model, backend in [(tiny3, "onnxruntime"), (tiny3, "openvino"), (tiny3, "auto"),
+                           (tiny3_onnx, "auto"), (tiny3_onnx, "openvino")]:  # fmt: skip
+        if backend == "openvino":
+            pytest.importorskip("openvino")
+        code, out, err = run(*common, "--model", str(model), "--backend", backend, "--flip")
+        assert code == 0, err
+        record = json.loads(out)
+        ran = "onnxruntime" if backend == "auto" else backend
+        assert (record["backend"], record["model"], record["flip"]) == (ran, str(model), True)
+        assert re.search(rf"│ backend +│ +{ran} │", err), err  # the summary table's row
+        code, out, err = run(*common, "--model", str(model), "--backend", backend)
+        assert code == 0, err
+        assert json.loads(out)["miou"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_backend_mistakes_are_one_line(folder, tiny3, tiny3_onnx, tmp_path, monkeypatch):
+    common = ("--dataset", "folder", "--data-root", str(folder), "--workers", "0")
+    fails_with(
+        f"{tiny3_onnx} was exported at output stride 16, which an exported graph cannot "
+        "switch. Export the model again with --os 8 (deeplab export MODEL -o FILE --os 8), or "
+        "leave --os out.",
+        *common, "--model", str(tiny3_onnx), "--os", "8",
+    )  # fmt: skip
+    fails_with(
+        "the openvino backend runs on the CPU, not on cuda. Use --device cpu (or auto) with "
+        "--backend openvino, or --backend torch to run on cuda.",
+        *common, "--model", str(tiny3), "--backend", "openvino", "--device", "cuda",
+    )  # fmt: skip
+    noise = tmp_path / "noise.onnx"
+    noise.write_bytes(bytes(range(256)) * 8)
+    code, out, err = run(*common, "--model", str(noise))
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert errors(err) == [err.strip()] and err.startswith(
+        f"Error: {noise} is not a readable ONNX model ("
+    ) and err.rstrip().endswith("). Export it again with `deeplab export`.")  # fmt: skip
+    report = tmp_path / "report"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed, for this test
+    fails_with(
+        'the onnxruntime backend needs onnxruntime, which is not installed. Install it from the '
+        'deeplabcli checkout with pip install ".[onnx]" (pipx: pipx inject deeplabcli onnx '
+        'onnxruntime; from PyPI once published: pip install "deeplabcli[onnx]").',
+        *common, "--model", str(tiny3), "--backend", "onnxruntime", "--report", str(report),
+    )  # fmt: skip
+    assert not report.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["default", "deeplabv3_257_mv_gpu.tflite"])
+def test_each_backend_gives_torchs_miou_on_120_voc_val_images(voc_root, tflite_float_path, model):
+    """Issue 11: `deeplab eval` on the 120 val images with each backend gives the same mIoU as
+    torch within 0.001."""
+    args = ("--data-root", str(voc_root), "--json", "-q")
+    if model != "default":
+        args += ("--model", str(tflite_float_path))
+    results = {}
+    for backend in ("torch", *RUNTIMES):
+        pytest.importorskip(backend)
+        code, out, err = run(*args, "--backend", backend)
+        assert code == 0, err
+        record = json.loads(out)
+        assert (record["images"], record["backend"]) == (120, backend)
+        results[backend] = record["miou"]
+    print(f"{model}: mIoU " + ", ".join(f"{b} {100 * m:.4f}" for b, m in results.items()))
+    for backend in RUNTIMES:
+        assert abs(results[backend] - results["torch"]) <= 0.001, results

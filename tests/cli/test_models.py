@@ -321,3 +321,54 @@ def test_convert_to_a_path_under_a_file_says_so_before_loading(
         f"cannot write to {blocker / below} (it is under the file {blocker}). "
         "Choose another output directory."
     )
+
+
+# ---------------------------------------------------------------------- exported files (issue 11)
+def test_info_describes_an_exported_file_and_the_backends(checkpoint: Path, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from deeplabcli.exporting.onnx import export_onnx
+    from deeplabcli.runtimes.extras import backend_installed
+
+    model = load_checkpoint(checkpoint)
+    exported = export_onnx(model, tmp_path / "tiny.onnx", static_size=(64, 80))
+    runtimes = [b for b in ("onnxruntime", "openvino") if backend_installed(b)]
+    installed = ", ".join(["torch", *runtimes])
+    result = run("info", exported)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for line in ("architecture:           deeplabv3_tiny",
+                 "output stride:          16",
+                 "classes:                3: sky, road, car",
+                 "resize:                 none (whole image)",
+                 f"exported:               onnx, {exported}",
+                 "int8:                   no (float32)",
+                 "input size:             80×64 only",
+                 "  export:",
+                 "    format:             onnx",
+                 "    opset:              17",
+                 "backend (auto):         onnxruntime on this machine",
+                 f"backends installed:     {installed}"):  # fmt: skip
+        assert line in lines, line
+    assert not any(line.startswith("parameters:") for line in lines)
+    info = json.loads(run("info", exported, "--json").stdout)
+    assert info["exported"] == {"path": str(exported), "format": "onnx", "int8": False,
+                                "static_size": [64, 80]}  # fmt: skip
+    assert info["provenance"]["export"]["output_stride"] == 16
+    assert info["backends"] == {"auto": "onnxruntime", "installed": installed.split(", ")}
+    card = json.loads(run("info", "deeplabv3-mobilenetv2-voc-8bit", "--json").stdout)
+    assert card["backends"] == {"auto": "onnxruntime", "installed": installed.split(", ")}
+
+
+def test_torch_only_commands_refuse_an_exported_file(checkpoint: Path, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from deeplabcli.exporting.onnx import export_onnx
+
+    exported = export_onnx(load_checkpoint(checkpoint), tmp_path / "tiny.onnx")
+    result = run("convert", exported, "-o", tmp_path / "ckpt")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {exported} is an exported model (ONNX or OpenVINO IR), with no torch weights "
+        f"for this command. Run it with deeplab predict or deeplab eval (--model {exported}), "
+        "describe it with `deeplab info`, or use the model it was exported from here."
+    ]
+    assert not (tmp_path / "ckpt").exists()

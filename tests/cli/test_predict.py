@@ -57,7 +57,9 @@ def segment(model, path: Path, **options) -> np.ndarray:
 def test_one_photo_to_a_palette_mask(tmp_path: Path, tiny) -> None:
     ckpt, model = tiny
     src = photo(tmp_path / "photo.jpg")
-    code, out, err = run(str(src), "-o", str(tmp_path / "mask.png"), "--model", str(ckpt))
+    # --backend torch: the mask is compared bit for bit with the torch Segmenter's
+    code, out, err = run(str(src), "-o", str(tmp_path / "mask.png"), "--model", str(ckpt),
+                         "--backend", "torch")  # fmt: skip
     assert code == 0, err
     mask = Image.open(tmp_path / "mask.png")
     assert mask.mode == "P" and mask.size == (40, 30)
@@ -136,9 +138,8 @@ def test_os_scales_and_flip_reach_the_engine(tmp_path: Path, tiny) -> None:
     ]
     for args, kwargs in options:
         target = tmp_path / f"{len(args)}.png"
-        code, _, err = run(
-            str(src), "-o", str(target), "--format", "index", "--model", str(ckpt), *args
-        )
+        code, _, err = run(str(src), "-o", str(target), "--format", "index", "--model",
+                           str(ckpt), "--backend", "torch", *args)  # fmt: skip
         assert code == 0, err
         assert np.array_equal(np.asarray(Image.open(target)), segment(model, src, **kwargs))
     assert model.output_stride == 16
@@ -175,6 +176,8 @@ def test_json_records(tmp_path: Path, tiny) -> None:
         "--json",
         "--model",
         str(ckpt),
+        "--backend",
+        "torch",  # the class shares are compared exactly with the torch Segmenter's
     )
     assert code == 1
     records = {r["status"]: r for r in map(json.loads, lines(out))}
@@ -522,7 +525,7 @@ def test_a_scale_too_large_for_an_image_fails_that_image_and_the_batch_goes_on(
     small = photo(tmp_path / "in" / "small.png", 4, 5, seed=2)
     before = {p: p.read_bytes() for p in (big, small)}
     code, _, err = run(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--scales", "1,100",
-                       "--batch-size", "2", "--model", str(ckpt))  # fmt: skip
+                       "--batch-size", "2", "--model", str(ckpt), "--backend", "torch")  # fmt: skip
     assert code == 1
     assert [line for line in lines(err) if line.startswith("Error:")] == [
         f"Error: {big}: scale 100 makes a 6400×4800 network input (30,720,000 pixels) for the "

@@ -37,9 +37,9 @@ def test_inference_defaults_are_the_papers_simplest_protocol() -> None:
     assert names(InferenceConfig) == INFERENCE_FIELDS
     assert (config.output_stride, config.scales, config.flip) == (None, (1.0,), False)
     assert (config.device, config.amp, config.batch_size) == ("auto", None, 1)
-    assert (config.streams, config.backend) == (None, "torch")
+    assert (config.streams, config.backend) == (None, None)  # None: torch for a torch model
     assert (config.tile, config.tile_overlap, config.tile_blend) == (None, 0.25, "falloff")
-    assert BACKENDS == ("torch",)
+    assert BACKENDS == ("auto", "torch", "onnxruntime", "openvino")
 
 
 def test_scales_become_a_tuple_of_floats() -> None:
