@@ -33,12 +33,11 @@ from ..runtimes.exported import is_exported_path
 from ..runtimes.extras import require_backend
 from ..runtimes.metadata import (
     INPUT_NAME,
-    METADATA_KEYS,
     OUTPUT_NAME,
-    PREFIX,
     onnx_metadata,
     parse_metadata,
 )
+from ..runtimes.sessions import openvino_core, openvino_metadata
 from .calibration import find_calibration_images, load_calibration
 from .onnx import DEFAULT_OPSET, MIN_OPSET
 from .plan import ExportPlan
@@ -248,11 +247,4 @@ def read_export_metadata(path: Path) -> dict[str, str]:
     into a runtime)."""
     if path.suffix.lower() != ".xml":
         return onnx_metadata(path)
-    import openvino as ov
-
-    model = ov.Core().read_model(os.fspath(path))
-    return {
-        PREFIX + key: model.get_rt_info(["deeplabcli", key]).astype(str)
-        for key in METADATA_KEYS
-        if model.has_rt_info(["deeplabcli", key])
-    }
+    return openvino_metadata(openvino_core().read_model(os.fspath(path)))

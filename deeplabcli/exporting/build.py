@@ -17,7 +17,12 @@ from .. import __version__
 from ..progress import message
 from ..runtimes.metadata import PREFIX, model_metadata, onnx_metadata, parse_metadata
 from ..runtimes.postprocess import class_map
-from ..runtimes.sessions import OnnxRuntimeNetwork, OpenVinoNetwork, RuntimeNetwork
+from ..runtimes.sessions import (
+    OnnxRuntimeNetwork,
+    OpenVinoNetwork,
+    RuntimeNetwork,
+    openvino_core,
+)
 from .calibration import CalibrationImage, confusion, mean_iou
 from .onnx import export_onnx
 from .openvino import onnx_to_openvino
@@ -154,7 +159,7 @@ def set_openvino_metadata(xml: Path, pairs: dict[str, str]) -> None:
     """Replace our ``rt_info["deeplabcli"]`` entries of the IR at ``xml`` (a staged file)."""
     import openvino as ov
 
-    model = ov.Core().read_model(os.fspath(xml))
+    model = openvino_core().read_model(os.fspath(xml))
     for key, value in pairs.items():
         model.set_rt_info(value, ["deeplabcli", key.removeprefix(PREFIX)])
     staged = xml.with_name(f"meta.{xml.name}")

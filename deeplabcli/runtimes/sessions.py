@@ -114,11 +114,16 @@ class OpenVinoNetwork(RuntimeNetwork):
     def metadata(self) -> dict[str, str]:
         if self.path.suffix.lower() == ".onnx":
             return onnx_metadata(self.path)
-        return {
-            PREFIX + key: self.model.get_rt_info(["deeplabcli", key]).astype(str)
-            for key in METADATA_KEYS
-            if self.model.has_rt_info(["deeplabcli", key])
-        }
+        return openvino_metadata(self.model)
+
+
+def openvino_metadata(model: Any) -> dict[str, str]:
+    """Our ``deeplabcli.*`` pairs of an OpenVINO model, from its ``rt_info["deeplabcli"]``."""
+    return {
+        PREFIX + key: model.get_rt_info(["deeplabcli", key]).astype(str)
+        for key in METADATA_KEYS
+        if model.has_rt_info(["deeplabcli", key])
+    }
 
 
 @functools.lru_cache(maxsize=1)
