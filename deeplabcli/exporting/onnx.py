@@ -10,6 +10,7 @@ pytorch/pytorch#84374).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
@@ -25,6 +26,7 @@ from ..data.palette import palette_for
 from ..errors import ConfigError
 from ..files import atomic_file
 from ..models import DeepLabV3
+from ..models.mobilenetv2 import fixed_size_tracing
 from ..runtimes.extras import require_module
 from ..runtimes.metadata import INPUT_NAME, OUTPUT_NAME, model_metadata
 
@@ -103,7 +105,8 @@ def export_onnx(
         config, provenance, palette=palette_for(config.num_classes).tolist(),
         static_size=None if static_size is None else (int(static_size[0]), int(static_size[1])),
     )  # fmt: skip
-    with atomic_file(path) as tmp, warnings.catch_warnings():
+    sizing = contextlib.nullcontext() if static_size is None else fixed_size_tracing()
+    with atomic_file(path) as tmp, warnings.catch_warnings(), sizing:
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic, by design
         with torch.no_grad():
             torch.onnx.export(

@@ -18,9 +18,10 @@ have stride 2 keeps stride 1 at the current rate, and the rate doubles from the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -111,6 +112,23 @@ def traced_same_padding(size: Any, kernel: int, stride: int, dilation: int) -> l
     return [before, total - before]
 
 
+#: Whether a traced forward (ONNX export) computes "SAME" padding from the input's size in the
+#: graph (dynamic H and W). :func:`fixed_size_tracing` turns it off for an export at one input
+#: size: the padding is then worked out once, and symmetric padding sits in the Conv itself, so
+#: the graph has no Pad nodes (which int8 runtimes run in float, between requantizations).
+_DYNAMIC_TRACE = [True]
+
+
+@contextlib.contextmanager
+def fixed_size_tracing() -> Iterator[None]:
+    """Trace the padding for the example input's size only (an export at a static size)."""
+    _DYNAMIC_TRACE.append(False)
+    try:
+        yield
+    finally:
+        _DYNAMIC_TRACE.pop()
+
+
 class ConvBNAct(nn.Module):
     """Conv → BN (or nothing when BN is folded into the conv's bias) → optional ReLU6.
 
@@ -164,7 +182,8 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if self.tf_padding and torch.jit.is_tracing():  # ONNX export: padding follows the input
+        dynamic = _DYNAMIC_TRACE[-1] and torch.jit.is_tracing()
+        if self.tf_padding and dynamic:  # ONNX export: padding follows the input
             k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
             padding = (k - 1) * d // 2  # "SAME" at stride 1 (odd kernels): symmetric, any size
             if s > 1:  # depends on the size's remainder: computed in the graph
@@ -176,7 +195,7 @@ class ConvBNAct(nn.Module):
                 x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups
             )
         elif self.tf_padding:
-            explicit, padding = self._padding(x.shape[-2], x.shape[-1])
+            explicit, padding = self._padding(int(x.shape[-2]), int(x.shape[-1]))
             if explicit is not None:
                 x = F.pad(x, explicit)
             x = F.conv2d(

@@ -183,3 +183,44 @@ def test_int8_with_labels_prints_float_and_int8_miou(tmp_path, tiny, capsys, fmt
     )
     expected = ["q.onnx"] if fmt == "onnx" else ["q.bin", "q.xml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", *expected]
+
+
+@pytest.mark.parametrize("size", [(257, 257), (129, 97), (130, 96)])
+def test_a_static_mobilenetv2_export_has_no_pad_nodes_and_the_same_logits(tmp_path, size) -> None:
+    """At a static size the TF "SAME" padding is worked out once: symmetric pads sit in the
+    Conv (int8 runtimes ran Pad nodes in float between requantisations), and the logits equal
+    the dynamic graph's and torch's at that size."""
+    model = tiny_model("deeplabv3_mobilenetv2_tiny")
+    static = export(model, tmp_path / "static.onnx", static_size=size, progress=False)
+    dynamic = export(model, tmp_path / "dynamic.onnx", progress=False)
+    kinds = [node.op_type for node in onnx.load(str(static)).graph.node]
+    dynamic_kinds = [node.op_type for node in onnx.load(str(dynamic)).graph.node]
+    assert "Pad" in dynamic_kinds  # stride-2 pads follow the input's size there
+    odd = all(side % 2 for side in size)  # odd sides keep odd: every "SAME" pad is symmetric
+    assert ("Pad" not in kinds) == odd
+    x = np.random.default_rng(1).standard_normal((1, 3, *size)).astype(np.float32)
+    outs = [OnnxRuntimeNetwork(p, keep_optimized=False)(x) for p in (static, dynamic)]
+    assert np.abs(outs[0] - outs[1]).max() <= 1e-4
+    assert np.abs(outs[0] - torch_logits(model, x)).max() <= 1e-3
+
+
+def test_calibration_counts_every_image(tmp_path, tiny) -> None:
+    """Every calibration image's ranges count (ONNX Runtime 1.32 drops each full chunk of
+    ``CalibMaxIntermediateOutputs`` without merging it, and fails on a multiple of it): an
+    extreme first image of 9 (or 8) widens the input's int8 range."""
+    from onnx import numpy_helper
+
+    from deeplabcli.exporting.quantize import quantize_onnx
+
+    float_path = export(tiny, tmp_path / "float.onnx", progress=False)
+    rng = np.random.default_rng(0)
+    for count in (8, 9):
+        inputs = [rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32) for _ in range(count)]
+        inputs[0] *= 10  # only the first image reaches ±10
+        out = quantize_onnx(float_path, tmp_path / f"int8_{count}.onnx", inputs, progress=False)
+        graph = onnx.load(str(out)).graph
+        scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        node = next(
+            n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "pixels"
+        )
+        assert float(scales[node.input[1]]) * 255 >= 19.0, count  # the range spans about ±10
