@@ -45,7 +45,8 @@ class SizeType(click.ParamType):
 @click.option(
     "--int8",
     is_flag=True,
-    help="Quantise weights and activations to int8, calibrated on --calibrate images.",
+    help="Quantise weights and activations to int8, calibrated on --calibrate images (a "
+    "quantised .tflite file keeps its own quantisation: no --calibrate needed).",
 )
 @click.option(
     "--calibrate",
@@ -106,6 +107,7 @@ def export_command(
       deeplab export deeplabv3-mobilenetv2-voc -o model.onnx
       deeplab export ckpt/ -o model.xml --os 8
       deeplab export model.tflite -o int8.onnx --int8 --calibrate voc:trainaug --data-root VOCdevkit
+      deeplab export deeplabv3_mnv2_pascal_quant.tflite -o int8.onnx --int8 --static-size 513,513
       deeplab export ckpt/ -o int8.onnx --int8 --calibrate photos/ --calibration-images 50
     """
     from ..exporting.api import describe_export, export

@@ -70,16 +70,23 @@ def export(
       the suffix of ``output`` (``.xml`` → OpenVINO, else ONNX).
     - ``int8``: post-training static quantisation calibrated on ``calibration_images`` images
       from ``calibrate`` (a folder, or a split ``voc:trainaug`` under ``data_root``; see
-      :mod:`.calibration`); with labels, the mIoU of float and int8 on them is printed.
+      :mod:`.calibration`); with labels, the mIoU of float and int8 on them is printed. A
+      quantised ``.tflite`` file (Google's 8-bit models) needs no ``calibrate``: its int8 ONNX
+      takes the file's own scales, zero points and weight codes (:mod:`.tflite_quant`).
     - ``output_stride``: export at this OS (8 or 16; the model's own by default).
     - ``opset``: the ONNX opset (default 17); ``static_size``: (H, W) fixed in the graph
       (default: dynamic N, H and W).
     - ``overwrite``: replace an existing ``output``; ``progress``: progress bars and messages.
     """
+    own = None
+    if int8 and calibrate is None:
+        from .tflite_quant import quantised_tflite
+
+        own = quantised_tflite(model_or_ref)
     plan = plan_export(
         output, format=format, int8=int8, calibrate=calibrate,
         calibration_images=calibration_images, data_root=data_root, opset=opset,
-        static_size=static_size, overwrite=overwrite,
+        static_size=static_size, overwrite=overwrite, own_quantization=own,
     )  # fmt: skip
     model = _load(model_or_ref)
     if output_stride is not None:
@@ -132,6 +139,7 @@ def plan_export(
     opset: int | None = None,
     static_size: tuple[int, int] | None = None,
     overwrite: bool = False,
+    own_quantization: Path | None = None,
 ) -> ExportPlan:
     """Check everything about an export that does not need the model (see :func:`export`);
     raises the one-line error of the first problem."""
@@ -160,10 +168,15 @@ def plan_export(
             raise ConfigError("--static-size needs two positive numbers, e.g. 513,513.")
     if calibrate is not None and not int8:
         raise ConfigError("--calibrate is only used with --int8. Add --int8, or drop --calibrate.")
-    if int8 and calibrate is None:
+    if int8 and calibrate is None and own_quantization is None:
         raise ConfigError(
             "--int8 needs calibration images. Pass --calibrate FOLDER (a folder of images) or "
-            "--calibrate voc:trainaug with --data-root."
+            "--calibrate voc:trainaug with --data-root (a quantised .tflite file needs none)."
+        )
+    if own_quantization is not None and format != "onnx":
+        raise ConfigError(
+            "--int8 from a .tflite file's own quantisation writes ONNX only. Export to .onnx, "
+            "or pass --calibrate for an OpenVINO int8 export."
         )
     plan = ExportPlan(output, format, opset, static_size, None)
     _check_outputs(plan, overwrite)
@@ -176,9 +189,12 @@ def plan_export(
             f"{extra_hint('openvino')}."
         )
     calibration = (
-        find_calibration_images(calibrate, data_root, calibration_images) if int8 else None
+        find_calibration_images(calibrate, data_root, calibration_images)
+        if int8 and calibrate is not None
+        else None
     )
-    return ExportPlan(output, format, opset, static_size, calibration)
+    own = own_quantization if int8 and calibration is None else None
+    return ExportPlan(output, format, opset, static_size, calibration, own)
 
 
 def _check_outputs(plan: ExportPlan, overwrite: bool) -> None:
@@ -227,7 +243,10 @@ def describe_export(path: str | os.PathLike) -> str:
     kind = f"ONNX opset {opset}" if len(files) == 1 else f"OpenVINO IR (ONNX opset {opset})"
     if info.int8:
         calibration = record.get("int8", {}).get("calibration", {})
-        precision = f"int8 (calibrated on {calibration.get('images', '?')} images)"
+        if "tensors" in calibration:  # a quantised .tflite file's own numbers
+            precision = f"int8 ({calibration.get('source')})"
+        else:
+            precision = f"int8 (calibrated on {calibration.get('images', '?')} images)"
     else:
         precision = "float32"
     if info.static_size:

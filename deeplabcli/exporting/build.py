@@ -48,6 +48,17 @@ def build_export(
         model, staging / "float.onnx", output_stride=output_stride, opset=plan.opset,
         static_size=plan.static_size,
     )  # fmt: skip
+    if plan.own_quantization is not None:
+        from .tflite_quant import quantize_like_tflite
+
+        int8, count = quantize_like_tflite(
+            float_onnx, staging / "int8.onnx", plan.own_quantization, progress=progress
+        )
+        record = _int8_record(plan, (), "onnxruntime", ORT_SETTINGS, "onnxruntime")
+        record["calibration"] = {"source": f"{plan.own_quantization.name}'s own quantisation",
+                                 "tensors": count}  # fmt: skip
+        set_onnx_metadata(int8, int8_metadata(float_onnx, record))
+        return (int8,)
     if images is None:
         if plan.format == "onnx":
             return (float_onnx,)

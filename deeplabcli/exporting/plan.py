@@ -18,6 +18,8 @@ class ExportPlan:
     opset: int
     static_size: tuple[int, int] | None
     calibration: CalibrationSource | None  # int8 only
+    # int8 with this quantised .tflite file's own scales and zero points (no calibration)
+    own_quantization: Path | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:

@@ -116,7 +116,7 @@ def bad_cases(tmp_path: Path, ckpt: Path) -> list[tuple[list, str]]:
          f"cannot write to {notes / 'm.onnx'} (it is under the file {notes}). Choose another -o."),
         ([ckpt, "-o", out, "--int8"],
          "--int8 needs calibration images. Pass --calibrate FOLDER (a folder of images) or "
-         "--calibrate voc:trainaug with --data-root."),
+         "--calibrate voc:trainaug with --data-root (a quantised .tflite file needs none)."),
         ([ckpt, "-o", out, "--calibrate", tmp_path / "pics"],
          "--calibrate is only used with --int8. Add --int8, or drop --calibrate."),
         ([ckpt, "-o", out, "--int8", "--calibrate", empty],
