@@ -7,9 +7,13 @@ checkout), checks its sha256 against the card's ``[upstream]``, converts it with
 importer (what ``deeplab convert`` does), stores the weights as their uint8 codes + scales + zero
 points (:mod:`deeplabcli.weights.packed`; biases float32) and verifies that the file loads back to
 bit-identical tensors. The file goes to ``--output`` (default: beside the card, replacing the
-embedded file); its sha256 and size are then compared with the card's ``[source]``. Exit status 0
-when everything matches, 1 when the input or the result differs from the card (the message says
-which values to record if the change is intended).
+embedded file); its sha256 and size are then compared with the card's ``[source]``.
+
+Then the shipped export (the card's ``[export]``): that model as an int8 ONNX graph at 513×513
+with the .tflite file's own quantisation (:mod:`deeplabcli.exporting.tflite_quant`), written
+beside the output as ``<card name>.int8.onnx`` and compared with the card's ``[export]``. Exit
+status 0 when everything matches, 1 when the input or a result differs from the card (the
+message says which values to record if the change is intended).
 """
 
 from __future__ import annotations
@@ -66,8 +70,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the card {CARD.name} records sha256 {card.sha256} and size {card.size}. "
               f"If the change is intended, record sha256 = \"{written}\" and size = {size}.")  # fmt: skip
         return 1
+    export = make_export(model, provenance, args.tflite, output.with_name(
+        card.export.file if card.export else f"{card.name}.int8.onnx"))  # fmt: skip
+    exported, size = sha256_file(export, fresh=True), export.stat().st_size
+    print(f"wrote {export}: {size} bytes, sha256 {exported}")
+    if card.export is None or (exported, size) != (card.export.sha256, card.export.size):
+        print(f"error: the card {CARD.name} records another [export]. If the change is "
+              f"intended, record sha256 = \"{exported}\" and size = {size} under [export].")  # fmt: skip
+        return 1
     print(f"matches {CARD.name}")
     return 0
+
+
+#: the export record's date in the shipped export (fixed, so that the file is reproducible)
+EXPORT_DATE = "2026-12-02T00:00:00+00:00"
+
+
+def make_export(model, provenance: dict, tflite: Path, output: Path) -> Path:
+    """``model`` (the embedded model) as an int8 ONNX graph at its 513×513 input with
+    ``tflite``'s own quantisation, metadata and provenance as ``deeplab export`` writes them."""
+    import tempfile
+
+    from deeplabcli.exporting.build import _int8_record, int8_metadata, set_onnx_metadata
+    from deeplabcli.exporting.onnx import export_onnx
+    from deeplabcli.exporting.plan import ExportPlan
+    from deeplabcli.exporting.quantize import ORT_SETTINGS
+    from deeplabcli.exporting.tflite_quant import quantize_like_tflite
+
+    model.provenance = dict(provenance)
+    side = model.config.preprocessing.size
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export.") as staging:
+        float_onnx = export_onnx(model, Path(staging) / "float.onnx", static_size=(side, side),
+                                 extra_provenance={"created": EXPORT_DATE})  # fmt: skip
+        int8, count = quantize_like_tflite(float_onnx, Path(staging) / "int8.onnx", tflite,
+                                           progress=False)  # fmt: skip
+        plan = ExportPlan(output, "onnx", 17, (side, side), None, tflite)
+        record = _int8_record(plan, (), "onnxruntime", ORT_SETTINGS, "onnxruntime")
+        record["calibration"] = {"source": f"{tflite.name}'s own quantisation", "tensors": count}
+        set_onnx_metadata(int8, int8_metadata(float_onnx, record))
+        Path(int8).replace(output)
+    return output
 
 
 if __name__ == "__main__":

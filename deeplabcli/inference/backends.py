@@ -36,6 +36,7 @@ from ..runtimes.extras import (
 )
 from ..runtimes.sessions import RuntimeNetwork, open_network
 from ..weights import resolve
+from ..weights.shipped import shipped_export
 from .device import device_of, resolve_device, same_device
 
 #: What predict and eval run: a torch model, or an exported file in its runtime.
@@ -48,13 +49,20 @@ def load_inference_model(
     ref: str | os.PathLike | None, options: InferenceConfig | None = None
 ) -> InferenceModel:
     """The model of ``--model REF`` for predict and eval (None: the default model): any
-    reference loaded as a torch model, or an exported ``.onnx``/``.xml`` file opened in the
-    runtime ``options.backend`` names (default ``auto``: see
+    reference loaded as a torch model (under ``--backend auto``, the shipped int8 export of the
+    default model where it serves: :mod:`~deeplabcli.weights.shipped`), or an exported
+    ``.onnx``/``.xml`` file opened in the runtime ``options.backend`` names (default ``auto``: see
     :func:`~deeplabcli.runtimes.exported.exported_backend`), with the threads of
     ``options.streams`` (:func:`runtime_threads`). Mistakes that need no file (``--backend
     torch``, a CUDA device) are refused before the file is opened."""
     if ref is None or not is_exported_path(ref):
-        return resolve.load_model(ref)
+        shipped = None if options is None else shipped_export(
+            ref, backend=options.backend, device=str(options.device),
+            output_stride=options.output_stride, scales=options.scales, tile=options.tile,
+        )  # fmt: skip
+        if shipped is None:
+            return resolve.load_model(ref)
+        ref = shipped  # the default model's int8 export, shipped with the package
     options = options or InferenceConfig(backend="auto")
     if options.backend == "torch":
         raise ConfigError(_no_torch_weights(ref))

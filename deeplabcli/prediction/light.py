@@ -14,8 +14,9 @@ Per image: decode (EXIF orientation honoured) → :func:`~deeplabcli.runtimes.pr
 → the network → the logits cropped to the image's region and resized bilinearly to its size
 as ``F.interpolate`` does (:func:`~deeplabcli.runtimes.postprocess.class_map`, bit for bit;
 :func:`probabilities`) → the output file.
-Images run one at a time (whatever ``--batch-size``); decoding and writing overlap the network
-on background threads.
+Images go through the network one at a time each (whatever ``--batch-size``), on
+:func:`choose_streams` streams side by side; decoding and writing overlap the network on
+background threads.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig, PredictConfig
+from ..config.constants import available_cpus
 from ..data.images import read_image
 from ..data.palette import palette_for
 from ..errors import DeeplabError
@@ -46,6 +48,7 @@ from ..runtimes.extras import auto_backend, backend_installed, cuda_present, req
 from ..runtimes.postprocess import class_map, resize_scores
 from ..runtimes.preprocess import preprocess
 from ..runtimes.sessions import RuntimeNetwork
+from ..weights.shipped import shipped_export
 from .inputs import Job, plan_outputs
 from .outputs import PROBABILITY_FORMATS, check_format, output_suffix
 from .results import PredictResult, PredictSummary, skipped_result, write_result
@@ -53,6 +56,13 @@ from .video_io import is_video_name
 
 #: the backends this path runs on
 LIGHT_BACKENDS = ("onnxruntime", "openvino")
+#: Copies of :data:`deeplabcli.inference.streams.SMALL_MODEL_BYTES` and ``STREAMED_RUNTIMES``
+#: (that module imports torch; tests/prediction/test_light.py checks they stay equal), where
+#: the measurements are: an exported network of at most this many bytes on ONNX Runtime runs
+#: two images side by side on one intra-op thread each, which gets more images through on
+#: small models than one image on two threads. OpenVINO keeps one stream.
+SMALL_MODEL_BYTES = 32 * 2**20
+STREAMED_RUNTIMES = ("onnxruntime",)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ def plan(model_ref: str | None, inputs: Sequence[str], config: PredictConfig) ->
         if not backend_installed(backend):
             return None  # the pipeline says which extra runs it
         return LightPlan(Path(model_ref).expanduser(), backend)
+    shipped = shipped_export(model_ref, backend=config.backend, device=config.device,
+                             output_stride=config.output_stride)  # fmt: skip
+    if shipped is not None:  # the default model's int8 export, shipped with the package
+        return LightPlan(shipped, "onnxruntime")
     backend = auto_backend(config.device) if config.backend == "auto" else config.backend
     if backend not in LIGHT_BACKENDS:
         return None
@@ -105,18 +119,28 @@ def predict_light(
     """:func:`~deeplabcli.prediction.pipeline.predict_files` for a run :func:`plan` made:
     the same outputs, records (``on_result`` is called on this thread as each input finishes,
     in input order), progress bar (more than one image) and summary, without torch.
-    ``threads``: the runtime's intra-op threads (None: its own choice, all cores)."""
+    ``config.streams`` images go through the network side by side (None:
+    :func:`choose_streams`). ``threads``: the runtime's intra-op threads (None: the available
+    cores shared between the streams; on one stream the runtime's own choice, all cores)."""
     config = config or PredictConfig()
+    planning = time.perf_counter()  # the images to run decide the session's threads
+    jobs, problems = plan_outputs(inputs, config.output, output_suffix(config.format))
+    todo, skipped = [], []
+    for job in jobs:
+        (skipped if job.output.exists() and not config.overwrite else todo).append(job)
+    streams = choose_streams(light, len(todo), config.streams)
+    if threads is None and streams > 1:
+        threads = max(1, available_cpus() // streams)
+    planning = time.perf_counter() - planning
     model = load_exported(light.path, light.backend, threads=threads)
     if not _takes_every_image(model):  # the pipeline checks each image's input size (torch)
         from .pipeline import predict_files
 
-        config = config.replace(backend=light.backend)
+        config = config.replace(backend=light.backend, streams=streams)  # as the session is
         return predict_files(model, inputs, config, on_result=on_result, progress=progress)
     model_config = model.config
     check_format(config.format, model_config.num_classes)
-    start = time.perf_counter()
-    jobs, problems = plan_outputs(inputs, config.output, output_suffix(config.format))
+    start = time.perf_counter() - planning
     results: list[PredictResult] = []
     total = len(jobs) + len(problems)
     with _progress_bar(total, enabled=progress and total > 1) as advance:
@@ -131,15 +155,26 @@ def predict_light(
 
         for name, message in problems:
             finish(PredictResult(input=name, status="failed", message=message))
-        todo = []
-        for job in jobs:
-            if job.output.exists() and not config.overwrite:
-                finish(skipped_result(job))
-            else:
-                todo.append(job)
-        _Run(model.network, model_config, config, finish).run(todo)
+        for job in skipped:
+            finish(skipped_result(job))
+        _Run(model.network, model_config, config, finish, streams).run(todo)
     counts = [sum(r.status == s for r in results) for s in ("written", "skipped", "failed")]
     return PredictSummary(results, *counts, time.perf_counter() - start)
+
+
+def choose_streams(light: LightPlan, images: int, requested: int | None = None) -> int:
+    """How many of ``images`` images go through ``light``'s network side by side:
+    ``requested`` (``--streams``; at most ``images``), or (None) 2 for a small exported file
+    (:data:`SMALL_MODEL_BYTES`, with an IR's .bin) on a :data:`STREAMED_RUNTIMES` backend with
+    2+ images and 2+ available cores, else 1: the rule of
+    :func:`deeplabcli.inference.streams.planned_streams` at batch size 1."""
+    if requested is not None:
+        return max(1, min(requested, images))
+    if light.backend not in STREAMED_RUNTIMES or images < 2 or available_cpus() < 2:
+        return 1
+    files = {light.path, light.path.with_suffix(".bin")}  # (an .onnx file has no .bin)
+    size = sum(f.stat().st_size for f in files if f.is_file())
+    return 2 if size <= SMALL_MODEL_BYTES else 1
 
 
 def _takes_every_image(model: ExportedModel) -> bool:
@@ -157,8 +192,9 @@ class _Decoded:
 
 
 class _Run:
-    """Decode (threads) → network and post-processing (this thread) → write (threads); each
-    image's record is reported in input order once it is written."""
+    """Decode (threads) → network and post-processing (this thread; with ``streams`` > 1 that
+    many threads, one image each) → write (threads); each image's record is reported in input
+    order once it is written. At most a window of images is in flight."""
 
     def __init__(
         self,
@@ -166,6 +202,7 @@ class _Run:
         model_config: ModelConfig,
         config: PredictConfig,
         finish: Callable[[PredictResult], None],
+        streams: int = 1,
     ) -> None:
         self.network = network
         self.prep = model_config.preprocessing
@@ -174,15 +211,19 @@ class _Run:
         self.palette = palette_for(model_config.num_classes)
         self.config = config
         self.finish = finish
+        self.streams = streams
 
     def run(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        window = max(2, self.config.workers)
+        window = max(2, self.config.workers, 2 * self.streams)
         queue = iter(jobs)
-        with ThreadPoolExecutor(self.config.workers, thread_name_prefix="deeplab-io") as pool:
+        with (
+            ThreadPoolExecutor(self.config.workers, thread_name_prefix="deeplab-io") as pool,
+            _network_pool(self.streams) as net,
+        ):
             loads: deque[Future[_Decoded | PredictResult]] = deque()
-            outcomes: deque[Future[PredictResult]] = deque()  # in input order
+            outcomes: deque[Future[_Outcome]] = deque()  # in input order
             while True:
                 while len(loads) < window and (job := next(queue, None)):
                     loads.append(pool.submit(_decode, job))
@@ -191,12 +232,17 @@ class _Run:
                 loaded = loads.popleft().result()
                 if isinstance(loaded, PredictResult):
                     outcomes.append(_done(loaded))
-                else:
+                elif net is None:
                     outcomes.append(pool.submit(self._write, loaded, *self._segment(loaded)))
-                while outcomes and (outcomes[0].done() or len(outcomes) > window):
-                    self.finish(outcomes.popleft().result())
+                else:  # the stream submits the write when the network is done
+                    outcomes.append(net.submit(self._segment_and_write, loaded, pool))
+                while outcomes and (_ready(outcomes[0]) or len(outcomes) > window):
+                    self.finish(_result(outcomes.popleft()))
             while outcomes:
-                self.finish(outcomes.popleft().result())
+                self.finish(_result(outcomes.popleft()))
+
+    def _segment_and_write(self, item: _Decoded, pool: ThreadPoolExecutor) -> Future[PredictResult]:
+        return pool.submit(self._write, item, *self._segment(item))
 
     def _segment(self, item: _Decoded) -> tuple[np.ndarray, float]:
         """The class map (H, W) of a decoded image, or its probabilities (C, H, W) for the
@@ -228,10 +274,41 @@ def _decode(job: Job) -> _Decoded | PredictResult:
     return _Decoded(job, np.asarray(image, dtype=np.uint8), time.perf_counter() - start)
 
 
-def _done(result: PredictResult) -> Future[PredictResult]:
-    future: Future[PredictResult] = Future()
+#: an image's record, or (from a network stream) the future of its write
+_Outcome = PredictResult | Future[PredictResult]
+
+
+def _done(result: PredictResult) -> Future[_Outcome]:
+    future: Future[_Outcome] = Future()
     future.set_result(result)
     return future
+
+
+def _ready(outcome: Future[_Outcome]) -> bool:
+    """Whether ``outcome``'s record can be taken without waiting (or it failed)."""
+    if not outcome.done():
+        return False
+    if outcome.exception() is not None:
+        return True
+    value = outcome.result()
+    return not isinstance(value, Future) or value.done()
+
+
+def _result(outcome: Future[_Outcome]) -> PredictResult:
+    value = outcome.result()
+    return value.result() if isinstance(value, Future) else value
+
+
+@contextmanager
+def _network_pool(streams: int) -> Iterator[ThreadPoolExecutor | None]:
+    """``streams`` threads that each run one image through the network at a time (one
+    session is safe to call from several threads; OpenVINO keeps a request per thread), or
+    None for one stream, which runs on the calling thread."""
+    if streams == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(streams, thread_name_prefix="deeplab-net") as pool:
+        yield pool
 
 
 @contextmanager
@@ -265,4 +342,4 @@ def probabilities(
     return scores
 
 
-__all__ = ["LightPlan", "plan", "predict_light", "probabilities"]
+__all__ = ["LightPlan", "choose_streams", "plan", "predict_light", "probabilities"]

@@ -50,6 +50,19 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class ShippedExport:
+    """The card's model exported for a runtime, shipped beside the card (``[export]``): what
+    ``--backend auto`` runs for it on a CPU where that runtime is installed."""
+
+    file: str  # beside the card
+    sha256: str
+    backend: str  # the runtime that runs it ("onnxruntime")
+    output_stride: int  # the OS the graph was exported at
+    size: int | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """One named pretrained checkpoint (like timm's pretrained cfg)."""
 
@@ -75,6 +88,7 @@ class ModelCard:
     mirrors: tuple[str, ...] = ()  # other places that publish the same weights (informational)
     license_files: tuple[str, ...] = ()  # licence and notice files beside the card
     upstream: dict[str, str] = field(default_factory=dict)  # what `file` was made from, and how
+    export: ShippedExport | None = None  # the model exported for a runtime, shipped beside
     notes: str = ""
     path: Path | None = None  # the card file itself
 
@@ -208,11 +222,23 @@ def _card_from_dict(data: dict[str, Any], path: Path) -> ModelCard:
         mirrors=tuple(str(m) for m in data.get("mirrors", ())),
         license_files=tuple(str(f) for f in data.get("license_files", ())),
         upstream={str(k): str(v) for k, v in data.get("upstream", {}).items()},
+        export=_shipped_export(data["export"]) if "export" in data else None,
         notes=str(data.get("notes", "")).strip(),
         path=path,
     )
     _validate(card)
     return card
+
+
+def _shipped_export(data: dict[str, Any]) -> ShippedExport:
+    return ShippedExport(
+        file=str(data["file"]),
+        sha256=str(data["sha256"]),
+        backend=str(data["backend"]),
+        output_stride=int(data["output_stride"]),
+        size=int(data["size"]) if "size" in data else None,
+        notes=str(data.get("notes", "")).strip(),
+    )
 
 
 def _metric(data: dict[str, Any]) -> Metric:
@@ -232,7 +258,10 @@ def _validate(card: ModelCard) -> None:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {card.format!r}")
     if sum(bool(v) for v in (card.repo, card.url, card.file)) != 1:
         raise ValueError("[source] needs exactly one of repo, url or file")
-    for name in (card.file, *card.license_files):
+    shipped = card.export
+    if shipped is not None and (shipped.backend != "onnxruntime" or not card.file):
+        raise ValueError("[export] ships onnxruntime exports of embedded models only")
+    for name in (card.file, *card.license_files, shipped.file if shipped else None):
         if name is not None and (Path(name).name != name or name.startswith(".")):
             raise ValueError(f"{name!r} must be the name of a file beside the card")
     if card.file and (card.format != "ours" or card.sha256 is None):
@@ -241,7 +270,8 @@ def _validate(card: ModelCard) -> None:
         raise ValueError("[source] repo needs a filename (the weights file)")
     if card.url and card.format in ("ours", "transformers"):
         raise ValueError(f"format {card.format!r} needs a Hub repo (it has a config.json)")
-    if card.sha256 is not None and (
-        len(card.sha256) != 64 or any(c not in "0123456789abcdef" for c in card.sha256)
-    ):
-        raise ValueError("sha256 must be 64 lower-case hex digits")
+    for digest in (card.sha256, shipped.sha256 if shipped else None):
+        if digest is not None and (
+            len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)
+        ):
+            raise ValueError("sha256 must be 64 lower-case hex digits")

@@ -53,16 +53,25 @@ def deeplab(*args: str, cache: Path) -> tuple[dict, str]:
     return json.loads(done.stdout.splitlines()[-1]), done.stderr
 
 
-@pytest.fixture(scope="module")
-def default_model():
-    return load_model(None)
+#: A model with no shipped export (the default model's runs it: tests/weights/test_shipped.py),
+#: so the torch-free path needs the export cache
+FLOAT_TFLITE = (
+    Path(__file__).resolve().parents[2].parent / "shared/data/models/deeplabv3_257_mv_gpu.tflite"
+)
 
 
 @pytest.fixture(scope="module")
-def warm_cache(tmp_path_factory: pytest.TempPathFactory, default_model) -> Path:
-    """An export cache holding the default model's ONNX export, as a first run leaves it."""
+def float_model():
+    if not FLOAT_TFLITE.is_file():
+        pytest.skip(f"real test data not found at {FLOAT_TFLITE} (see ../shared/data/README.md)")
+    return load_model(FLOAT_TFLITE)
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory: pytest.TempPathFactory, float_model) -> Path:
+    """An export cache holding the float model's ONNX export, as a first run leaves it."""
     cache = tmp_path_factory.mktemp("cache")
-    fill_cache(cache, default_model, reference=None)
+    fill_cache(cache, float_model, reference=FLOAT_TFLITE)
     return cache
 
 
@@ -80,31 +89,37 @@ def agreement(mask_path: Path, segmenter: Segmenter, image: Path) -> float:
 
 
 def test_one_photo_with_a_warm_cache_never_imports_torch(
-    tmp_path: Path, photos_dir: Path, warm_cache: Path, default_model
+    tmp_path: Path, photos_dir: Path, warm_cache: Path, float_model
 ) -> None:
     photo, mask = photos_dir / "dog.jpg", tmp_path / "mask.png"
-    report, err = deeplab("predict", str(photo), "-o", str(mask), cache=warm_cache)
+    report, err = deeplab(
+        "predict", str(photo), "-o", str(mask), "--model", str(FLOAT_TFLITE), cache=warm_cache
+    )
     assert report == {"code": 0, "heavy": []}
     assert re.fullmatch(r"Wrote 1 mask in \d+\.\d s \(\d+\.\d\d images/s\)\.", err.strip())
     image = Image.open(mask)
     assert image.mode == "P" and image.size == (768, 576)
     assert image.getpalette()[: 3 * 256] == voc_palette().ravel().tolist()
-    segmenter = Segmenter(default_model, device="cpu", backend="torch")
+    segmenter = Segmenter(float_model, device="cpu", backend="torch")
     assert agreement(mask, segmenter, photo) >= 0.999
 
 
 def test_a_cold_cache_runs_the_pipeline_once_and_fills_the_cache(
-    tmp_path: Path, photos_dir: Path, default_model
+    tmp_path: Path, photos_dir: Path, float_model
 ) -> None:
     photo, cache = photos_dir / "person.jpg", tmp_path / "cache"
-    first, _ = deeplab("predict", str(photo), "-o", str(tmp_path / "first.png"), cache=cache)
+    model = ("--model", str(FLOAT_TFLITE))
+    first, _ = deeplab(
+        "predict", str(photo), "-o", str(tmp_path / "first.png"), *model, cache=cache
+    )
     assert first == {"code": 0, "heavy": ["onnx", "rich", "torch"]}  # exported on the way
     assert len(list(cache.glob("*.onnx"))) == 1 and len(list(cache.glob("refs/*.json"))) == 1
-    second, _ = deeplab("predict", str(photo), "-o", str(tmp_path / "second.png"), cache=cache)
+    second, _ = deeplab("predict", str(photo), "-o", str(tmp_path / "second.png"), *model,
+                        cache=cache)  # fmt: skip
     assert second == {"code": 0, "heavy": []}
     first_mask = np.asarray(Image.open(tmp_path / "first.png"))  # torch's preprocessing
     assert (np.asarray(Image.open(tmp_path / "second.png")) == first_mask).mean() >= 0.999
-    segmenter = Segmenter(default_model, device="cpu", backend="torch")
+    segmenter = Segmenter(float_model, device="cpu", backend="torch")
     assert agreement(tmp_path / "second.png", segmenter, photo) >= 0.999
 
 

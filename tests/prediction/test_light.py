@@ -3,8 +3,11 @@ and reports exactly what the torch pipeline does."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from deeplabcli import build_model, progress
 from deeplabcli.config import PredictConfig, Preprocessing
 from deeplabcli.errors import MissingDependencyError
 from deeplabcli.exporting.onnx import export_onnx
+from deeplabcli.inference import streams
 from deeplabcli.inference.scores import first_argmax
 from deeplabcli.inference.segmenter import Segmenter
 from deeplabcli.prediction import light, pipeline
@@ -26,6 +30,7 @@ from deeplabcli.prediction.pipeline import predict_files
 from deeplabcli.runtimes import extras
 from deeplabcli.runtimes.cache import CACHE_ENV
 from deeplabcli.runtimes.postprocess import class_map
+from deeplabcli.weights.cards import default_card
 from deeplabcli.weights.resolve import load_model
 
 
@@ -130,7 +135,9 @@ def test_a_reference_runs_light_once_its_export_is_cached(tmp_path, monkeypatch,
         cached, "onnxruntime"
     )
     assert plan(str(ckpt), ["a.jpg"], cli_config(output_stride=8)) is None  # another graph
-    assert plan(None, ["a.jpg"], cli_config()) is None  # the default model is not cached
+    shipped = default_card().beside(default_card().export.file)  # auto: its shipped int8
+    assert plan(None, ["a.jpg"], cli_config()) == LightPlan(shipped, "onnxruntime")
+    assert plan(None, ["a.jpg"], cli_config(backend="onnxruntime")) is None  # float: not cached
     ckpt.write_bytes(b"new weights")  # a changed file is another model
     assert plan(str(ckpt), ["a.jpg"], cli_config()) is None
 
@@ -377,3 +384,136 @@ def test_static_size_exports(tmp_path: Path, monkeypatch, tiny) -> None:
     assert summary.written == 2
     mask = np.asarray(Image.open(tmp_path / "fit" / "b.png"))
     assert np.array_equal(mask, Segmenter(fit, device="cpu", backend="torch").predict(wrong))
+
+
+# ---------------------------------------------------------------------- two network streams
+def spy_on_network(monkeypatch, pause=None) -> dict:
+    """Record what predict_light opens (``threads``) and on which threads the network runs
+    (``names``; ``most``: the most calls at once). ``pause(call_index)`` runs inside a call."""
+    seen: dict = {"threads": [], "names": [], "most": 0, "sessions": []}
+    lock, active = threading.Lock(), [0]
+    real_load = light.load_exported
+
+    def load(path, backend, *, threads=None):
+        model = real_load(path, backend, threads=threads)
+        network = model.network
+
+        def spied(x):
+            with lock:
+                index = len(seen["names"])
+                seen["names"].append(threading.current_thread().name)
+                active[0] += 1
+                seen["most"] = max(seen["most"], active[0])
+            try:
+                if pause is not None:
+                    pause(index)
+                return network(x)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        seen["threads"].append(threads)
+        seen["sessions"].append(network)
+        return dataclasses.replace(model, network=spied)
+
+    monkeypatch.setattr(light, "load_exported", load)
+    return seen
+
+
+def test_the_streams_rule_copies_the_pipelines(tmp_path: Path, monkeypatch, tiny) -> None:
+    assert light.SMALL_MODEL_BYTES == streams.SMALL_MODEL_BYTES
+    assert light.STREAMED_RUNTIMES == streams.STREAMED_RUNTIMES
+    _, onnx = tiny
+    small = LightPlan(onnx, "onnxruntime")
+    monkeypatch.setattr(light, "available_cpus", lambda: 2)
+    assert light.choose_streams(small, 1) == 1  # one image: nothing to run beside it
+    assert light.choose_streams(small, 40) == 2
+    assert light.choose_streams(LightPlan(onnx, "openvino"), 40) == 1  # runs one request
+    big = tmp_path / "big.onnx"
+    with big.open("wb") as f:  # sparse: the size is what counts
+        f.truncate(streams.SMALL_MODEL_BYTES + 1)
+    assert light.choose_streams(LightPlan(big, "onnxruntime"), 40) == 1
+    assert light.choose_streams(small, 40, requested=1) == 1  # --streams wins
+    assert light.choose_streams(small, 40, requested=3) == 3
+    assert light.choose_streams(small, 2, requested=3) == 2  # never more than the images
+    assert light.choose_streams(small, 1, requested=3) == 1
+    monkeypatch.setattr(light, "available_cpus", lambda: 1)
+    assert light.choose_streams(small, 40) == 1
+    assert light.choose_streams(small, 40, requested=2) == 2
+
+
+def test_many_images_on_a_small_model_run_two_streams_of_one_thread(
+    tmp_path: Path, monkeypatch, tiny
+) -> None:
+    _, onnx = tiny
+    inputs = [str(photo(tmp_path / "in" / f"{i}.png", 20 + i, 24, i)) for i in range(6)]
+    monkeypatch.setattr(light, "available_cpus", lambda: 2)
+    together = threading.Barrier(2, timeout=10)  # the first two images meet inside the network
+    seen = spy_on_network(monkeypatch, lambda index: index < 2 and together.wait())
+    fast = LightPlan(onnx, "onnxruntime")
+    config = PredictConfig(output=str(tmp_path / "out"))
+    assert predict_light(fast, inputs, config, progress=False).written == 6
+    assert seen["threads"] == [1]  # 2 cores // 2 streams
+    assert seen["sessions"][0].session.get_session_options().intra_op_num_threads == 1
+    assert seen["most"] == 2 and len(seen["names"]) == 6
+    assert {name.rsplit("_", 1)[0] for name in seen["names"]} == {"deeplab-net"}
+
+    seen = spy_on_network(monkeypatch)  # one image: the calling thread, the runtime's threads
+    predict_light(fast, inputs[:1], config.replace(overwrite=True), progress=False)
+    assert seen["threads"] == [None] and seen["names"] == [threading.current_thread().name]
+    seen = spy_on_network(monkeypatch)  # --streams 1: as before
+    predict_light(fast, inputs, config.replace(overwrite=True, streams=1), progress=False)
+    assert seen["threads"] == [None] and seen["most"] == 1
+    assert set(seen["names"]) == {threading.current_thread().name}
+    seen = spy_on_network(monkeypatch)  # --streams 3 on 6 cores; threads named by the caller
+    monkeypatch.setattr(light, "available_cpus", lambda: 6)
+    predict_light(fast, inputs, config.replace(overwrite=True, streams=3), progress=False)
+    assert seen["threads"] == [2] and len(set(seen["names"])) <= 3
+    seen = spy_on_network(monkeypatch)
+    predict_light(fast, inputs, config.replace(overwrite=True), progress=False, threads=4)
+    assert seen["threads"] == [4]
+    assert {name.rsplit("_", 1)[0] for name in seen["names"]} == {"deeplab-net"}
+
+
+def test_two_streams_report_in_input_order_past_a_bad_image(tmp_path, monkeypatch, tiny):
+    _, onnx = tiny
+    names = ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"]
+    for index, name in enumerate(names):
+        photo(tmp_path / "in" / name, 20 + index, 24, index)
+    (tmp_path / "in" / "c.png").write_bytes(b"not a PNG")
+    monkeypatch.setattr(light, "available_cpus", lambda: 2)
+    # the first image is the slowest: the others finish before it
+    seen = spy_on_network(monkeypatch, lambda index: index == 0 and time.sleep(0.5))
+    records = []
+    summary = predict_light(
+        LightPlan(onnx, "onnxruntime"), [str(tmp_path / "in")],
+        PredictConfig(output=str(tmp_path / "out")), on_result=records.append, progress=False,
+    )  # fmt: skip
+    assert seen["threads"] == [1]
+    assert [(Path(r.input).name, r.status) for r in records] == [
+        (name, "failed" if name == "c.png" else "written") for name in names
+    ]
+    assert records == summary.results and (summary.written, summary.failed) == (5, 1)
+    assert "c.png" in records[2].message
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(set(names) - {"c.png"})
+
+
+def test_one_and_two_streams_write_the_same_files_for_voc_images(
+    tmp_path: Path, monkeypatch, voc_root: Path, default_model
+) -> None:
+    _, onnx = default_model
+    ids = (voc_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[:8]
+    images = [str(voc_root / "JPEGImages" / f"{i}.jpg") for i in ids]
+    files = {}
+    for count in (1, 2):
+        seen = spy_on_network(monkeypatch)
+        for fmt in ("index", "overlay"):
+            config = PredictConfig(
+                output=str(tmp_path / f"{fmt}{count}"), format=fmt, streams=count
+            )
+            summary = predict_light(LightPlan(onnx, "onnxruntime"), images, config, progress=False)
+            assert summary.written == 8
+            files[fmt, count] = read_files(tmp_path / f"{fmt}{count}")
+        assert seen["most"] == count
+    for fmt in ("index", "overlay"):
+        assert len(files[fmt, 1]) == 8 and files[fmt, 1] == files[fmt, 2], fmt

@@ -113,6 +113,10 @@ def test_the_script_regenerates_the_same_bytes(tflite_quant_path, tflite_float_p
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == f"matches {NAME}.toml"
     assert out.read_bytes() == default_card().beside(default_card().file).read_bytes()
+    shipped = default_card().export  # the int8 export, written beside --output
+    assert (tmp_path / shipped.file).read_bytes() == default_card().beside(
+        shipped.file
+    ).read_bytes()
 
     wrong = subprocess.run(
         [sys.executable, SCRIPT, "--tflite", tflite_float_path, "--output", tmp_path / "x"],
@@ -161,8 +165,8 @@ def test_a_damaged_embedded_file_is_refused_and_kept(tmp_path, monkeypatch) -> N
         "(from a checkout: pip install .)."
     )
     assert weights.read_bytes() == bytes(data)  # the installation's file is never deleted
-    weights.unlink()
-    result = run("predict", tmp_path / "photo.jpg", "-o", tmp_path / "m.png")
+    weights.unlink()  # (the torch model: `auto` would run the shipped export, test_shipped.py)
+    result = run("predict", tmp_path / "photo.jpg", "-o", tmp_path / "m.png", "--backend", "torch")
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: the embedded model file {weights} of {NAME!r} is missing from this "
