@@ -28,11 +28,14 @@ backends against torchvision eager (``eval()``, ``inference_mode``). Goal: ≥ 2
 process (``wait4``): ``deeplab predict IMAGES -o DIR --overwrite`` (default settings: the
 default model, palette PNGs; and each ``--backend`` once it exists) on the 120 VOC val images
 the tests use, against ``_tflite_predict.py`` (a Python loop over the TFLite interpreter with
-the same pre- and post-processing and the same PNG writer); then one photo, ``deeplab predict
-photo.jpg -o mask.png`` (goal ≤ 0.6 s, ≤ 300 MiB). The export cache starts empty: the first
-run of a non-torch backend exports the model (shown as "first run", not in the medians). Peak
-memory: the process's own ``ru_maxrss`` from ``wait4`` in a small launcher process (Linux
-starts a child's count at its parent's peak, which here would be this benchmark's).
+the same pre- and post-processing and the same PNG writer) running the default model's source,
+``deeplabv3_mnv2_pascal_quant.tflite`` (goal ≥ 1.0×); the same with ``--model
+deeplabv3_257_mv_gpu.tflite`` against the loop running that file; then one photo, ``deeplab
+predict photo.jpg -o mask.png``, default model (goal ≤ 0.6 s, ≤ 300 MiB). Each table starts
+with an empty export cache of its own: the first run of a non-torch backend exports the model
+(shown as "first run", not in the medians). Peak memory: the process's own ``ru_maxrss`` from
+``wait4`` in a small launcher process (Linux starts a child's count at its parent's peak, which
+here would be this benchmark's).
 
 Rounds (warm-up + timed): network 3 + 20, resnet 1 + 5, e2e 1 + 5 runs per command;
 ``--quick``: 1 + 3, 1 + 2 with ResNet at 257², 1 + 3 runs on 8 images. ``--rounds`` and
@@ -83,6 +86,13 @@ PHOTO = DATA / "photos" / "dog.jpg"
 E2E_WALL_GOAL_S, E2E_PEAK_GOAL_MIB = 0.6, 300
 BACKENDS = ("torch", "onnxruntime", "openvino")  # deeplab predict --backend ...
 AUTO_ROWS = {"openvino": "openvino f32"}  # the network table's row of a backend, where not its name
+E2E_MODELS = (  # (what the e2e tables call it, predict's --model (None: default), the peer's file)
+    ("default model (embedded, from deeplabv3_mnv2_pascal_quant.tflite)", None,
+     "deeplabv3_mnv2_pascal_quant.tflite"),
+    ("--model deeplabv3_257_mv_gpu.tflite", "deeplabv3_257_mv_gpu.tflite",
+     "deeplabv3_257_mv_gpu.tflite"),
+)  # fmt: skip
+E2E_PEER = "TFLite loop (XNNPACK)"
 
 
 # ---------------------------------------------------------------------- the machine
@@ -434,60 +444,68 @@ def mask_agreement(ours: Path, peer: Path, expected: int) -> str:
     return f"{share} ({count} of {expected} masks written by both)"
 
 
+def e2e_commands(
+    cli: list[str], model: Path | None, peer: Path, inputs: list[Path], work: Path, target: str,
+    has_backend: bool, threads: int,
+) -> tuple[dict[str, list[str] | str], dict[str, Path]]:  # fmt: skip
+    """Each variant's command (or why it is skipped) and the folder its masks go to, for
+    ``deeplab predict`` with ``--model model`` (None: the default model) and the TFLite loop
+    running ``peer``, on ``inputs`` writing ``target`` under ``work``."""
+    commands: dict[str, list[str] | str] = {}
+    outputs: dict[str, Path] = {}
+    missing = next((f"{p} not found" for p in (model, peer) if p and not p.exists()), None)
+    reference = ["--model", os.fspath(model)] if model else []
+    for name, extra in (
+        ("deeplab predict (defaults)", []),
+        *[(f"deeplab predict --backend {b}", ["--backend", b]) for b in BACKENDS],
+    ):
+        out = work / f"{target}-{len(commands)}" / target
+        outputs[name] = out if target == "masks" else out.parent
+        commands[name] = missing or [
+            *cli, "predict", *map(os.fspath, inputs), "-o", os.fspath(out), "--overwrite",
+            *reference, *extra,
+        ]  # fmt: skip
+        if extra and not has_backend:
+            commands[name] = "`deeplab predict --help` has no --backend option yet"
+        elif extra and not backend_installed(extra[1]):
+            commands[name] = f"{extra[1]} is not installed"
+    out = work / f"{target}-peer" / target
+    outputs[E2E_PEER] = out if target == "masks" else out.parent
+    commands[E2E_PEER] = litert_skip() or missing or [
+        sys.executable, os.fspath(HERE / "_tflite_predict.py"), os.fspath(peer),
+        *map(os.fspath, inputs), "-o", os.fspath(out), "--threads", str(threads),
+    ]  # fmt: skip
+    return commands, outputs
+
+
 def e2e_section(args: argparse.Namespace) -> None:
-    peer_model = MODELS / "deeplabv3_mnv2_pascal_quant.tflite"  # the default model's source
     images = [VOC / "JPEGImages" / f"{i}.jpg" for i in voc_ids("val", args.images)]
     cli = deeplab_command()
     usage = subprocess.run([*cli, "predict", "--help"], capture_output=True, text=True).stdout
     has_backend = "--backend" in usage
-    peer_skip = litert_skip() or (None if peer_model.exists() else f"{peer_model} not found")
     default = f"auto = {auto_backend('cpu')}" if has_backend else "no --backend option: torch"
     print(f"\nend to end: deeplab predict's default backend here: {default}")
+    voc = (f"{len(images)} VOC val images", images, "masks")
+    photo = (f"one photo ({PHOTO.name})", [PHOTO], "mask.png")
+    tables = [(*model, *voc) for model in E2E_MODELS] + [(*E2E_MODELS[0], *photo)]
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        (tmp / "logs").mkdir()
-        for label, inputs, target in (
-            (f"{len(images)} VOC val images", images, "masks"),
-            (f"one photo ({PHOTO.name})", [PHOTO], "mask.png"),
-        ):
-            commands: dict[str, list[str] | str] = {}
-            outputs: dict[str, Path] = {}
-            for name, extra in (
-                ("deeplab predict (defaults)", []),
-                *[(f"deeplab predict --backend {b}", ["--backend", b]) for b in BACKENDS],
-            ):
-                out = tmp / f"{target}-{len(commands)}" / target
-                outputs[name] = out if target == "masks" else out.parent
-                commands[name] = [
-                    *cli,
-                    "predict",
-                    *map(os.fspath, inputs),
-                    "-o",
-                    os.fspath(out),
-                    "--overwrite",
-                    *extra,
-                ]
-                if extra and not has_backend:
-                    commands[name] = "`deeplab predict --help` has no --backend option yet"
-                elif extra and not backend_installed(extra[1]):
-                    commands[name] = f"{extra[1]} is not installed"
-            out = tmp / f"{target}-peer" / target
-            outputs["TFLite loop (XNNPACK)"] = out if target == "masks" else out.parent
-            commands["TFLite loop (XNNPACK)"] = peer_skip or [
-                sys.executable, os.fspath(HERE / "_tflite_predict.py"), os.fspath(peer_model),
-                *map(os.fspath, inputs), "-o", os.fspath(out), "--threads", str(args.threads),
-            ]  # fmt: skip
-            env = {**os.environ, "DEEPLAB_EXPORT_CACHE": os.fspath(tmp / f"cache-{target}")}
-            env["HF_HUB_OFFLINE"] = "1"  # the default model is embedded: nothing to download
+        for index, (model_label, model, peer, label, inputs, target) in enumerate(tables):
+            work = Path(tmp_name) / f"table-{index}"
+            (work / "logs").mkdir(parents=True)
+            commands, outputs = e2e_commands(
+                cli, MODELS / model if model else None, MODELS / peer, inputs, work, target,
+                has_backend, args.threads,
+            )  # fmt: skip
+            # each table its own export cache, so that its first runs show the cold export
+            env = {**os.environ, "DEEPLAB_EXPORT_CACHE": os.fspath(work / "cache")}
+            env["HF_HUB_OFFLINE"] = "1"  # the models are embedded or local: nothing to download
             load = LoadWatch()
-            results = measure_processes(commands, env, args.warmup, args.rounds, tmp / "logs")
+            results = measure_processes(commands, env, args.warmup, args.rounds, work / "logs")
             title = (
-                f"end to end, whole processes: {label}, {args.rounds} runs each after "
-                f"{args.warmup} warm-up (first run: empty export cache)"
+                f"end to end, whole processes, {model_label}: {label}, {args.rounds} runs each "
+                f"after {args.warmup} warm-up (first run: empty export cache)"
             )
-            print_process_table(
-                title, results, "TFLite loop (XNNPACK)", len(inputs), args.threads, load
-            )
+            print_process_table(title, results, E2E_PEER, len(inputs), args.threads, load)
             print_e2e_checks(results, outputs, len(inputs), one_photo=target == "mask.png")
 
 
@@ -495,7 +513,7 @@ def print_e2e_checks(
     results: dict, outputs: dict[str, Path], expected: int, *, one_photo: bool
 ) -> None:
     """The goals, and how the masks compare with the TFLite loop's (``expected`` masks)."""
-    peer = "TFLite loop (XNNPACK)"
+    peer = E2E_PEER
     ours = results.get("deeplab predict (defaults)")
     if isinstance(ours, tuple):
         wall = statistics.median(r.wall for r in ours[1])
