@@ -69,7 +69,7 @@ from _runtime_exports import prepare_exports
 from _runtime_workers import Measured, Variant, measure_round_robin, torchvision_resnet
 from PIL import Image
 
-from deeplabcli.runtimes.extras import auto_backend, backend_installed, cpu_features
+from deeplabcli.runtimes.extras import auto_backend, backend_installed, cpu_features, native_bf16
 from deeplabcli.runtimes.preprocess import normalise, preprocess, resize_rgb
 
 HERE = Path(__file__).resolve().parent
@@ -188,6 +188,8 @@ def runtime_variants(made: dict[str, Path | str], *, int8: bool = True) -> list[
     rows = [variant("onnxruntime", "onnxruntime", "onnx")]
     if int8:
         rows.append(variant("onnxruntime int8 (QDQ)", "onnxruntime", "onnx_int8"))
+    if "onnx_own" in made:  # a quantised .tflite: its own quantisation (the shipped default)
+        rows.append(variant("onnxruntime int8 (own)", "onnxruntime", "onnx_own"))
     rows.append(variant("openvino f32", "openvino", "xml"))
     bf16 = variant("openvino bf16", "openvino", "xml", precision="bf16")
     bf16.skip = bf16.skip or bf16_skip()
@@ -240,9 +242,14 @@ def print_speedups(
     if not isinstance(peer, Measured) or not rows:
         return
     auto = auto_backend("cpu", backbone)
+    row = AUTO_ROWS.get(auto, auto)
+    if backbone.startswith("resnet") and native_bf16():  # large: predict runs bfloat16
+        on_ov = backend_installed("openvino")  # (inference.backends.plan_backend)
+        auto = "openvino, bfloat16" if on_ov else "torch, bfloat16"
+        row = "openvino bf16" if on_ov else "torch bf16 autocast"
     floats = [k for k in rows if "bf16" not in k and "int8" not in k]
     picks = {
-        f"default (auto = {auto})": AUTO_ROWS.get(auto, auto),
+        f"default (auto = {auto})": row,
         "fastest float32": min(floats, key=lambda k: rows[k].median) if floats else None,
         "fastest of all": min(rows, key=lambda k: rows[k].median),
     }
@@ -259,6 +266,8 @@ def print_speedups(
 
 # ---------------------------------------------------------------------- sections
 def network_section(args: argparse.Namespace) -> None:
+    from deeplabcli import export
+    from deeplabcli.exporting.tflite_quant import quantised_tflite
     from deeplabcli.weights.resolve import load_model
 
     image = voc_rgb(voc_ids("val", 1)[0])
@@ -277,6 +286,9 @@ def network_section(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             made = prepare_exports(model, Path(tmp), calibration=calibration)
             del model
+            if quantised_tflite(path):  # as deeplab export FILE --int8 --static-size S,S
+                made["onnx_own"] = export(path, Path(tmp) / "own.onnx", int8=True,
+                                          static_size=(side, side), progress=False)  # fmt: skip
             ref = {"ref": os.fspath(path)}
             variants = [
                 Variant("torch", "torch", ref),

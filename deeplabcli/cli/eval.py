@@ -155,7 +155,7 @@ def print_result(result: EvalResult) -> None:
         ("images", str(result.images)),
         ("model", result.model),
         ("protocol", f"OS {result.output_stride}, scales {scales}, flip {'on' if result.flip else 'off'}"),
-        ("backend", result.backend),
+        ("backend", f"{result.backend} ({result.precision})"),
         ("time", f"{result.seconds:.1f} s ({result.images_per_second:.2f} images/s)"),
     ]  # fmt: skip
     print_table("Summary", ["metric", "value"], summary, justify=["left", "right"])

@@ -1,7 +1,7 @@
 """Options shared by several commands: the model reference and the inference options.
 
 :func:`inference_options` adds ``--os``, ``--scales``, ``--flip``, ``--device``,
-``--batch-size``, ``--streams``, ``--backend``, ``--tile`` and ``--tile-overlap`` to a command
+``--batch-size``, ``--streams``, ``--backend``, ``--amp``, ``--tile`` and ``--tile-overlap`` to a command
 and hands them to it as one ``inference`` mapping of :class:`~deeplabcli.config.InferenceConfig`
 fields, so predict and eval declare them once and pass them on whole
 (``PredictConfig(**inference, ...)``).
@@ -20,7 +20,7 @@ from ..config import BACKENDS, InferenceConfig
 #: The CLI's names of the InferenceConfig fields it sets (parameter name → field name).
 INFERENCE_PARAMS = (
     "output_stride", "scales", "flip", "device", "batch_size", "streams", "backend", "tile",
-    "tile_overlap",
+    "tile_overlap", "amp",
 )  # fmt: skip
 
 
@@ -61,6 +61,8 @@ def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
         inference = {name: kwargs.pop(name) for name in INFERENCE_PARAMS}
         if inference["output_stride"] is not None:
             inference["output_stride"] = int(inference["output_stride"])
+        if inference["amp"] is None:  # the command's own default (predict: fast, eval: exact)
+            del inference["amp"]
         return command(*args, inference=inference, **kwargs)
 
     options = [
@@ -111,6 +113,13 @@ def inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "ONNX Runtime, then OpenVINO, then torch; on CUDA torch). A model that is not an "
             "exported .onnx/.xml runs on a runtime after one export into the cache "
             "($DEEPLAB_EXPORT_CACHE, default ~/.cache/deeplabcli/exported).",
+        ),
+        click.option(
+            "--amp/--no-amp",
+            default=None,
+            help="Autocast the torch network to float16 on CUDA, bfloat16 on a CPU. Default: "
+            "predict on for CUDA and, on CPUs with native bfloat16, for large models (ResNets); "
+            "eval off. --no-amp: float32.",
         ),
         click.option(
             "--tile",

@@ -231,6 +231,7 @@ def evaluate_dataset(
         scales=segmenter.scales,
         flip=segmenter.flip,
         backend=segmenter.backend,
+        precision=segmenter.precision,
         dataset=dataset.name,
         split=dataset.split,
         per_image=sorted(scores, key=lambda s: s.index),

@@ -48,6 +48,7 @@ class EvalResult:
     first_wait: float = 0.0  # of which for the first batch (loader start-up included)
     loop_seconds: float = 0.0  # seconds of the scoring loop (first batch to last)
     backend: str = "torch"  # where the network ran: "torch" | "onnxruntime" | "openvino"
+    precision: str = "float32"  # in what: "float32" | "bfloat16" | "float16" | "int8"
 
     @property
     def images(self) -> int:
@@ -75,6 +76,7 @@ class EvalResult:
             scales=list(self.scales),
             flip=self.flip,
             backend=self.backend,
+            precision=self.precision,
             dataset=self.dataset,
             split=self.split,
             seconds=round(self.seconds, 3),

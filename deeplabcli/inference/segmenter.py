@@ -28,6 +28,7 @@ from ..errors import ScaleLimitError
 from ..runtimes import ExportedModel
 from .backends import InferenceModel, build_network, check_static_size, plan_backend
 from .device import device_of, resolve_device  # noqa: F401 (imported from here elsewhere)
+from .precision import narrow_precision, precision_name
 from .scores import ScoreRuns
 from .tiles import scaled_size, tiled_map, tiling_for
 
@@ -88,7 +89,9 @@ class Segmenter:
     - ``backend``: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` (on the CPU, the network
       exported once into a cache) or ``"auto"`` (:mod:`.backends`); :attr:`backend` says which
       runs. ``model`` may also be an exported file (:func:`~deeplabcli.runtimes.load_exported`).
-    - ``amp``: float16 autocast; ``None`` = on for CUDA, always off on CPU.
+    - ``amp``: autocast (float16 on CUDA, bfloat16 on a CPU); ``None`` = the device's fast
+      precision: on for CUDA, on a CPU for large models where it has native bfloat16
+      (:mod:`~deeplabcli.inference.precision`).
     - ``batch_size``, ``streams``: how the loops that feed the segmenter (predict, eval) batch
       images and run batches side by side; kept here so they travel with the rest.
     - ``tile``, ``tile_overlap``, ``tile_blend``: images larger than ``tile`` pixels (at a
@@ -119,12 +122,14 @@ class Segmenter:
         self.options = self.options.replace(backend=self.backend)
         self.scales = self.options.scales
         self.flip = self.options.flip
-        amp = self.options.amp
-        self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
+        narrow = narrow_precision(model, self.options.amp, self.device, self.backend)
+        self.autocast = narrow if self.backend == "torch" else None  # OpenVINO: its own
+        self.amp = narrow is not None  # float16 on CUDA, bfloat16 on a CPU
         self.network, self.config = build_network(
-            model, self.options, self.backend, self.device,
-            optimize=optimize, inplace=inplace, reference=reference,
+            model, self.options, self.backend, self.device, optimize=optimize,
+            inplace=inplace, reference=reference, autocast=self.amp,
         )  # fmt: skip
+        self.precision = precision_name(model, narrow)  # what --json and eval's summary say
         self.channels_last = optimize and self.backend == "torch"
         self.exported = model if isinstance(model, ExportedModel) else None
         prep = self.config.preprocessing
@@ -322,7 +327,9 @@ class Segmenter:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         autocast = (
-            torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+            torch.autocast(self.device.type, dtype=self.autocast)
+            if self.autocast is not None
+            else contextlib.nullcontext()
         )
         with autocast:
             return self.network(x)["out"].float()

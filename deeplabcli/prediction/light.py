@@ -148,6 +148,7 @@ def predict_light(
         def finish(result: PredictResult) -> None:
             if result.status == "written":
                 result.backend = model.backend
+                result.precision = "int8" if model.info.int8 else "float32"
             results.append(result)
             if on_result is not None:
                 on_result(result)

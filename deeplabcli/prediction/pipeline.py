@@ -120,7 +120,7 @@ def predict_files(
 
             def finish(result: PredictResult) -> None:
                 if result.status == "written":
-                    result.backend = segmenter.backend
+                    result.backend, result.precision = segmenter.backend, segmenter.precision
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
@@ -133,7 +133,7 @@ def predict_files(
         for video in video_jobs:  # each with its own progress bar, in frames
             results.append(predict_video(segmenter, video, config, palette, progress=show))
             if results[-1].status == "written":
-                results[-1].backend = segmenter.backend
+                results[-1].backend, results[-1].precision = segmenter.backend, segmenter.precision
             if on_result is not None:
                 on_result(results[-1])
         counts = torch.tensor(

@@ -36,6 +36,7 @@ class PredictResult:
     seconds: float = 0.0  # decode + this image's share of its batch's compute + encode/write
     frames: int | None = None  # videos: frames written (also for a video that ended early)
     backend: str | None = None  # where the network ran ("torch", "onnxruntime", "openvino")
+    precision: str | None = None  # in what: "float32", "bfloat16", "float16" or "int8"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON record: always input/status, then the fields that apply to the status."""
@@ -49,6 +50,8 @@ class PredictResult:
             record["seconds"] = round(self.seconds, 4)
             if self.backend is not None:
                 record["backend"] = self.backend
+            if self.precision is not None:
+                record["precision"] = self.precision
         else:
             record["message"] = self.message
         return record

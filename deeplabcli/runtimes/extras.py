@@ -81,6 +81,15 @@ def cpu_features() -> dict[str, object]:
     }
 
 
+#: CPU flags of native bfloat16 arithmetic
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
+    return any(flag in cpu_features()["features"] for flag in BF16_FLAGS)
+
+
 def cuda_present() -> bool:
     """Whether an NVIDIA GPU driver is loaded (so ``--device auto`` means CUDA), told without
     importing torch: the driver's /proc entry or device node."""
@@ -111,5 +120,6 @@ def auto_backend_for_model(device: str = "auto", backbone: str | None = None) ->
 
 
 def preferred_cpu_backends(backbone: str | None = None) -> tuple[str, ...]:
-    """Runtimes in the order ``auto`` tries them on a CPU (see :func:`auto_backend`)."""
+    """Runtimes in the order ``auto`` tries them on a CPU (see :func:`auto_backend`; a large
+    torch model that runs in bfloat16 stays on torch: ``inference.backends.plan_backend``)."""
     return ("onnxruntime", "openvino")

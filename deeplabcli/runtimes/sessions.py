@@ -138,8 +138,11 @@ def openvino_core() -> Any:
     return ov.Core()
 
 
-def open_network(path: Path, backend: str, *, threads: int | None = None) -> RuntimeNetwork:
-    """The network in ``path`` on ``backend`` (``onnxruntime`` or ``openvino``)."""
+def open_network(
+    path: Path, backend: str, *, threads: int | None = None, precision: str = "f32"
+) -> RuntimeNetwork:
+    """The network in ``path`` on ``backend`` (``onnxruntime`` or ``openvino``; ``precision``:
+    OpenVINO's inference precision, ``f32`` or ``bf16``)."""
     if backend == "onnxruntime":
         if Path(path).suffix.lower() != ".onnx":
             raise ModelLoadError(
@@ -148,7 +151,7 @@ def open_network(path: Path, backend: str, *, threads: int | None = None) -> Run
             )
         return OnnxRuntimeNetwork(path, threads=threads)
     if backend == "openvino":
-        return OpenVinoNetwork(path, threads=threads)
+        return OpenVinoNetwork(path, threads=threads, precision=precision)
     raise ValueError(f"no runtime network for backend {backend!r}")
 
 

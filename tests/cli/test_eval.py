@@ -379,7 +379,8 @@ def test_every_backend_gives_torchs_metrics_and_says_which_ran(folder, tiny3, ti
         record = json.loads(out)
         ran = "onnxruntime" if backend == "auto" else backend
         assert (record["backend"], record["model"], record["flip"]) == (ran, str(model), True)
-        assert re.search(rf"│ backend +│ +{ran} │", err), err  # the summary table's row
+        assert record["precision"] == "float32"
+        assert re.search(rf"│ backend +│ +{ran} \(float32\) │", err), err  # the summary's row
         code, out, err = run(*common, "--model", str(model), "--backend", backend)
         assert code == 0, err
         assert json.loads(out)["miou"] == pytest.approx(expected, abs=1e-3)

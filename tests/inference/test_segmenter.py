@@ -199,8 +199,8 @@ def test_devices_and_options_are_checked(model) -> None:
         resolve_device("tpu")
     with pytest.raises(ConfigError, match="scales must be positive"):
         Segmenter(model, scales=(1.0, 0.0), device="cpu")
-    assert Segmenter(model, device="cpu").amp is False  # never on CPU
-    assert Segmenter(model, device="cpu", amp=True).amp is False
+    assert Segmenter(model, device="cpu").amp is False  # a small model: float32 on a CPU
+    assert Segmenter(model, device="cpu", amp=True).autocast == torch.bfloat16  # asked for
 
 
 def test_first_argmax_equals_argmax_with_ties_first() -> None:
