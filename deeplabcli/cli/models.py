@@ -187,6 +187,8 @@ def _info_lines(info: dict[str, Any]) -> list[tuple[str, Any]]:
             provenance.append((f"  {key}", value))
     lines += [("provenance", ""), *provenance] if provenance else []
     backends = info["backends"]
-    lines += [("backend (auto)", f"{backends['auto']} on this machine"),
-              ("backends installed", ", ".join(backends["installed"]))]  # fmt: skip
+    cpu = backends["cpu"]
+    lines += [("backend (auto)", f"{backends['auto']} ({backends['precision']}) on this machine"),
+              ("backends installed", ", ".join(backends["installed"])),
+              ("cpu", f"{cpu['model']}, {cpu['cores']} cores: {' '.join(cpu['features'])}")]  # fmt: skip
     return lines

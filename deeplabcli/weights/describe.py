@@ -11,12 +11,21 @@ runtimes are installed (:func:`describe_backends`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 from ..runtimes.exported import exported_backend, is_exported_path, load_exported
-from ..runtimes.extras import RUNTIME_MODULES, auto_backend_for_model, backend_installed
+from ..runtimes.extras import (
+    RUNTIME_MODULES,
+    auto_backend,
+    auto_backend_for_model,
+    backend_installed,
+    cpu_features,
+    cuda_present,
+    native_bf16,
+)
 from .cards import ModelCard, find_card
 from .resolve import (
     Ref,
@@ -42,7 +51,7 @@ def describe_reference(ref: Ref) -> dict[str, Any]:
         described = describe_model(load_model(text))
         return {**described, "backends": describe_backends(described["backbone"])}
     about = describe_card(card)
-    backends = describe_backends(card.backbone)
+    backends = describe_backends(card.backbone, card)
     if card.is_model and about["on_this_machine"]:
         described = describe_model(load_card_model(card, quiet=True))
         return {**described, "card": about, "backends": backends}
@@ -75,7 +84,12 @@ def describe_exported(path: Path) -> dict[str, Any]:
         "parameters": None,
         "provenance": dict(model.provenance),
         "exported": exported,
-        "backends": {"auto": backend, "installed": installed_backends()},
+        "backends": {
+            "auto": backend,
+            "precision": "int8" if model.info.int8 else "float32",
+            "installed": installed_backends(),
+            "cpu": cpu_features(),
+        },
     }
 
 
@@ -84,10 +98,21 @@ def installed_backends() -> list[str]:
     return ["torch", *(b for b in RUNTIME_MODULES if backend_installed(b))]
 
 
-def describe_backends(backbone: str | None) -> dict[str, Any]:
-    """``{"auto": the backend --backend auto picks for a model with ``backbone`` on this
-    machine's device, "installed": [...]}``."""
-    return {"auto": auto_backend_for_model("auto", backbone), "installed": installed_backends()}
+def describe_backends(backbone: str | None, card: ModelCard | None = None) -> dict[str, Any]:
+    """``{"auto": the backend ``deeplab predict --backend auto`` picks for a model with
+    ``backbone`` (of ``card``) on this machine's device, "precision": what it runs in there,
+    "installed": [...], "cpu": the CPU's model and features}``: the shipped int8 export of a
+    card that has one where ONNX Runtime is installed; bfloat16 for ResNets on a CPU with
+    native bfloat16 (``inference.precision``; eval runs float32)."""
+    auto, precision = auto_backend_for_model("auto", backbone), "float32"
+    if card is not None and card.export is not None and auto_backend() == card.export.backend:
+        auto, precision = card.export.backend, "int8"
+    elif (backbone or "").startswith("resnet") and not cuda_present() and native_bf16():
+        onnx = importlib.util.find_spec("onnx") is not None
+        auto = "openvino" if backend_installed("openvino") and onnx else "torch"
+        precision = "bfloat16"
+    return {"auto": auto, "precision": precision, "installed": installed_backends(),
+            "cpu": cpu_features()}  # fmt: skip
 
 
 def describe_card(card: ModelCard) -> dict[str, Any]:

@@ -346,7 +346,7 @@ def test_info_describes_an_exported_file_and_the_backends(checkpoint: Path, tmp_
                  "  export:",
                  "    format:             onnx",
                  "    opset:              17",
-                 "backend (auto):         onnxruntime on this machine",
+                 "backend (auto):         onnxruntime (float32) on this machine",
                  f"backends installed:     {installed}"):  # fmt: skip
         assert line in lines, line
     assert not any(line.startswith("parameters:") for line in lines)
@@ -354,9 +354,13 @@ def test_info_describes_an_exported_file_and_the_backends(checkpoint: Path, tmp_
     assert info["exported"] == {"path": str(exported), "format": "onnx", "int8": False,
                                 "static_size": [64, 80]}  # fmt: skip
     assert info["provenance"]["export"]["output_stride"] == 16
-    assert info["backends"] == {"auto": "onnxruntime", "installed": installed.split(", ")}
+    assert {k: v for k, v in info["backends"].items() if k != "cpu"} == {
+        "auto": "onnxruntime", "precision": "float32", "installed": installed.split(", "),
+    }  # fmt: skip
+    assert set(info["backends"]["cpu"]) == {"model", "cores", "features"}
     card = json.loads(run("info", "deeplabv3-mobilenetv2-voc-8bit", "--json").stdout)
-    assert card["backends"] == {"auto": "onnxruntime", "installed": installed.split(", ")}
+    assert (card["backends"]["auto"], card["backends"]["precision"]) == ("onnxruntime", "int8")
+    assert any(line.startswith("cpu:") for line in lines)
 
 
 def test_torch_only_commands_refuse_an_exported_file(checkpoint: Path, tmp_path) -> None:
