@@ -44,8 +44,14 @@ from ..runtimes.exported import (
     is_exported_path,
     load_exported,
 )
-from ..runtimes.extras import auto_backend, backend_installed, cuda_present, require_backend
-from ..runtimes.postprocess import class_map, resize_scores
+from ..runtimes.extras import (
+    auto_backend,
+    backend_installed,
+    cuda_present,
+    native_bf16,
+    require_backend,
+)
+from ..runtimes.postprocess import class_map, probabilities
 from ..runtimes.preprocess import preprocess
 from ..runtimes.sessions import RuntimeNetwork
 from ..weights.shipped import shipped_export
@@ -104,7 +110,16 @@ def plan(model_ref: str | None, inputs: Sequence[str], config: PredictConfig) ->
     if backend not in LIGHT_BACKENDS:
         return None
     path = lookup_reference(model_ref, backend, config.output_stride)
-    return None if path is None else LightPlan(path, backend)
+    if path is None or (config.backend == "auto" and _runs_bf16(path, config)):
+        return None  # (a large model in bfloat16: the pipeline picks its backend)
+    return LightPlan(path, backend)
+
+
+def _runs_bf16(path: Path, config: PredictConfig) -> bool:
+    """Whether the pipeline would run the model of the float export ``path`` in bfloat16
+    (:mod:`deeplabcli.inference.precision`: large, on a CPU with native bfloat16)."""
+    large = path.stat().st_size > SMALL_MODEL_BYTES  # an ONNX file: about its weights' bytes
+    return config.amp is not False and large and native_bf16()
 
 
 def predict_light(
@@ -323,24 +338,6 @@ def _progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[], None]]:
 
     with progress_bar(total, "Predicting", unit="img") as bar:
         yield bar.advance
-
-
-# ---------------------------------------------------------------------- logits → results
-def probabilities(
-    logits: np.ndarray, content: tuple[int, int], size: tuple[int, int], align_corners: bool
-) -> np.ndarray:
-    """float32 logits (C, H', W') of one network input → the class probabilities float32
-    (C, H, W) of the image (see :func:`~deeplabcli.runtimes.postprocess.class_map`): the
-    logits cropped, resized bilinearly and softmaxed over C, as the Segmenter computes them
-    (to float rounding, ~1e-6). Resized class by class: no (C, H, W) temporaries."""
-    crop = logits[:, : content[0], : content[1]]
-    scores = np.empty((logits.shape[0], *size), dtype=np.float32)
-    for c in range(logits.shape[0]):
-        scores[c] = resize_scores(crop[c : c + 1], size, align_corners)[0]
-    scores -= scores.max(axis=0, keepdims=True)
-    np.exp(scores, out=scores)
-    scores /= scores.sum(axis=0, keepdims=True)
-    return scores
 
 
 __all__ = ["LightPlan", "choose_streams", "plan", "predict_light", "probabilities"]

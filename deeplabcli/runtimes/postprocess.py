@@ -87,6 +87,23 @@ def class_map(
 _BLOCK = 1 << 16
 
 
+def probabilities(
+    logits: np.ndarray, content: tuple[int, int], size: tuple[int, int], align_corners: bool
+) -> np.ndarray:
+    """float32 logits (C, H', W') of one network input → the class probabilities float32
+    (C, H, W) of the image (see :func:`class_map`): the
+    logits cropped, resized bilinearly and softmaxed over C, as the Segmenter computes them
+    (to float rounding, ~1e-6). Resized class by class: no (C, H, W) temporaries."""
+    crop = logits[:, : content[0], : content[1]]
+    scores = np.empty((logits.shape[0], *size), dtype=np.float32)
+    for c in range(logits.shape[0]):
+        scores[c] = resize_scores(crop[c : c + 1], size, align_corners)[0]
+    scores -= scores.max(axis=0, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=0, keepdims=True)
+    return scores
+
+
 def _taps(out_size: int, in_size: int, align_corners: bool) -> tuple[np.ndarray, ...]:
     """:func:`source_index` as (low, high, weight of low, weight of high); an axis that keeps
     its size reads one source (its weights are exactly 1 and 0)."""
@@ -107,4 +124,4 @@ def _first_argmax(scores: np.ndarray, dtype: type) -> np.ndarray:
     return index
 
 
-__all__ = ["class_map", "resize_scores", "source_index"]
+__all__ = ["class_map", "probabilities", "resize_scores", "source_index"]

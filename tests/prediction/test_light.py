@@ -142,6 +142,26 @@ def test_a_reference_runs_light_once_its_export_is_cached(tmp_path, monkeypatch,
     assert plan(str(ckpt), ["a.jpg"], cli_config()) is None
 
 
+def test_a_large_cached_model_in_bfloat16_leaves_auto_to_the_pipeline(
+    tmp_path, monkeypatch, tiny
+) -> None:
+    """Where predict would run a large model in bfloat16 (precision.py), ``auto`` does not run
+    its cached float export on the torch-free path: the pipeline picks OpenVINO/torch bf16."""
+    model, _ = tiny
+    ckpt = tmp_path / "big.safetensors"
+    ckpt.write_bytes(b"weights")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cached = fill_cache(tmp_path / "cache", model, reference=ckpt)
+    monkeypatch.setattr(light, "SMALL_MODEL_BYTES", 0)  # the tiny export counts as large
+    monkeypatch.setattr(light, "native_bf16", lambda: False)
+    assert plan(str(ckpt), ["a.jpg"], cli_config()) == LightPlan(cached, "onnxruntime")
+    monkeypatch.setattr(light, "native_bf16", lambda: True)
+    assert plan(str(ckpt), ["a.jpg"], cli_config()) is None
+    assert plan(str(ckpt), ["a.jpg"], cli_config(amp=False)) == LightPlan(cached, "onnxruntime")
+    asked = cli_config(backend="onnxruntime")  # a named runtime runs as asked
+    assert plan(str(ckpt), ["a.jpg"], asked) == LightPlan(cached, "onnxruntime")
+
+
 def test_exported_files_run_light_on_their_runtime(tmp_path: Path, tiny) -> None:
     _, onnx = tiny
     assert plan(str(onnx), ["a.jpg"], cli_config()) == LightPlan(onnx, "onnxruntime")
