@@ -221,3 +221,18 @@ def test_help_documents_the_calibration_sources() -> None:
     assert "a FOLDER of images (with images/, masks/ and classes.txt: labelled)" in text
     assert "KIND:SPLIT (voc, folder), e.g. voc:trainaug with" in text
     assert json.dumps("--static-size")[1:-1] in text and "--os [8|16]" in text
+
+
+def test_own_quantisation_is_onnx_only_and_float_tflite_files_need_calibration(
+    tmp_path: Path, tflite_quant_path: Path, tflite_float_path: Path
+) -> None:
+    before = tree_hashes(tmp_path)
+    result = deeplab("export", tflite_quant_path, "-o", tmp_path / "m.xml", "--int8")
+    assert (result.exit_code, result.stderr) == (1, (
+        "Error: --int8 from a .tflite file's own quantisation writes ONNX only. Export to "
+        ".onnx, or pass --calibrate for an OpenVINO int8 export.\n"
+    ))  # fmt: skip
+    result = deeplab("export", tflite_float_path, "-o", tmp_path / "m.onnx", "--int8")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: --int8 needs calibration images.")
+    assert tree_hashes(tmp_path) == before  # nothing written
