@@ -51,15 +51,13 @@ def quantised_tflite(ref: object) -> Path | None:
     return path if first.dtype in (_UINT8, _INT8) and first.scale is not None else None
 
 
-def tflite_overrides(float_onnx: Path, tflite: Path) -> dict[str, list[dict[str, Any]]]:
-    """ONNX Runtime ``TensorQuantOverrides`` for the float export ``float_onnx`` of the
-    quantised ``tflite`` file: ONNX tensor name → ``[{"scale", "zero_point"[, "quant_type"]}]``."""
-    import onnx
+def tflite_overrides(deeplab: DeepLabGraph, nodes: Any) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime ``TensorQuantOverrides`` for the float export (its graph's ``nodes``) of
+    the quantised TFLite graph ``deeplab``: ONNX tensor name → ``[{"scale", "zero_point",
+    "quant_type"}]``."""
     from onnxruntime.quantization import QuantType
 
-    deeplab = match_deeplab(read_graph(tflite))
     graph = deeplab.graph
-    nodes = onnx.load(os.fspath(float_onnx), load_external_data=False).graph.node
     users: dict[str, list[Any]] = {}
     for node in nodes:
         for name in node.input:
@@ -142,15 +140,15 @@ def quantize_like_tflite(
 ) -> tuple[Path, int]:
     """Write ``float_onnx`` (the float export of ``tflite``) as int8 with ``tflite``'s own
     quantisation into ``int8_path``; returns it and how many tensors took the file's numbers."""
-    from .quantize import ORT_SETTINGS, quantize_onnx
-
-    overrides = tflite_overrides(float_onnx, tflite)
     import onnx
 
-    shape = onnx.load(os.fspath(float_onnx), load_external_data=False).graph.input[0]
-    dims = [d.dim_value or 0 for d in shape.type.tensor_type.shape.dim]
-    graph = read_graph(tflite)
-    side = int(max(graph.tensors[graph.inputs[0]].shape[1:3]))  # its native input size
+    from .quantize import ORT_SETTINGS, quantize_onnx
+
+    deeplab = match_deeplab(read_graph(tflite))
+    graph = onnx.load(os.fspath(float_onnx), load_external_data=False).graph
+    overrides = tflite_overrides(deeplab, graph.node)
+    dims = [d.dim_value or 0 for d in graph.input[0].type.tensor_type.shape.dim]
+    side = max(deeplab.input_size)  # the file's native input size (dynamic H and W)
     height, width = (dims[2] or side, dims[3] or side) if len(dims) == 4 else (side, side)
     neutral = np.zeros((1, 3, height, width), dtype=np.float32)  # every range is overridden
     options = {**ORT_SETTINGS["extra_options"], "TensorQuantOverrides": overrides}
