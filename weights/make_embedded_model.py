@@ -88,27 +88,20 @@ EXPORT_DATE = "2026-12-02T00:00:00+00:00"
 
 def make_export(model, provenance: dict, tflite: Path, output: Path) -> Path:
     """``model`` (the embedded model) as an int8 ONNX graph at its 513×513 input with
-    ``tflite``'s own quantisation, metadata and provenance as ``deeplab export`` writes them."""
+    ``tflite``'s own quantisation, as ``deeplab export TFLITE --int8 --static-size 513,513``
+    writes it (with this model's provenance and a fixed export date)."""
     import tempfile
 
-    from deeplabcli.exporting.build import _int8_record, int8_metadata, set_onnx_metadata
-    from deeplabcli.exporting.onnx import export_onnx
+    from deeplabcli.exporting.build import build_export
     from deeplabcli.exporting.plan import ExportPlan
-    from deeplabcli.exporting.quantize import ORT_SETTINGS
-    from deeplabcli.exporting.tflite_quant import quantize_like_tflite
 
     model.provenance = dict(provenance)
     side = model.config.preprocessing.size
+    plan = ExportPlan(output, "onnx", 17, (side, side), None, tflite)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export.") as staging:
-        float_onnx = export_onnx(model, Path(staging) / "float.onnx", static_size=(side, side),
+        (staged,) = build_export(model, plan, Path(staging), None, None, progress=False,
                                  extra_provenance={"created": EXPORT_DATE})  # fmt: skip
-        int8, count = quantize_like_tflite(float_onnx, Path(staging) / "int8.onnx", tflite,
-                                           progress=False)  # fmt: skip
-        plan = ExportPlan(output, "onnx", 17, (side, side), None, tflite)
-        record = _int8_record(plan, (), "onnxruntime", ORT_SETTINGS, "onnxruntime")
-        record["calibration"] = {"source": f"{tflite.name}'s own quantisation", "tensors": count}
-        set_onnx_metadata(int8, int8_metadata(float_onnx, record))
-        Path(int8).replace(output)
+        staged.replace(output)
     return output
 
 

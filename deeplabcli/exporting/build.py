@@ -41,12 +41,14 @@ def build_export(
     images: Sequence[CalibrationImage] | None,
     *,
     progress: bool = True,
+    extra_provenance: dict[str, Any] | None = None,
 ) -> tuple[Path, ...]:
     """Write the export ``plan`` asks for into ``staging``; returns the staged files in the
-    order of ``plan.files``. ``images``: the calibration images of an int8 export."""
+    order of ``plan.files``. ``images``: the calibration images of an int8 export;
+    ``extra_provenance``: entries for the export record (e.g. a fixed ``created``)."""
     float_onnx = export_onnx(
         model, staging / "float.onnx", output_stride=output_stride, opset=plan.opset,
-        static_size=plan.static_size,
+        static_size=plan.static_size, extra_provenance=extra_provenance,
     )  # fmt: skip
     if plan.own_quantization is not None:
         from .tflite_quant import quantize_like_tflite
