@@ -50,5 +50,13 @@ def default_workers(cap: int = 4) -> int:
     return min(cap, available_cpus())
 
 
+#: Models (or exported networks) with at most this many bytes of parameters are "small": they
+#: run two CPU streams of one thread each by default, on torch and on :data:`STREAMED_RUNTIMES`
+#: (measurements: ``inference/streams.py``); larger ones may run in bfloat16
+#: (``inference/precision.py``).
+SMALL_MODEL_BYTES = 32 * 2**20
+#: Runtime backends whose small models run two streams (OpenVINO keeps one: ``streams.py``).
+STREAMED_RUNTIMES = ("onnxruntime",)
+
 #: The data set kinds that ``open_dataset`` (``--dataset``) accepts.
 DATASETS = ("voc", "folder")

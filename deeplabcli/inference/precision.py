@@ -3,7 +3,7 @@ computes a narrower type natively and the model is large enough to gain from it.
 
 ``amp=None`` (predict's default) means the device's fast precision: float16 autocast on CUDA,
 and on a CPU with native bfloat16 instructions (AVX512-BF16 or AMX-BF16) bfloat16 autocast for
-large models (more than :data:`~.streams.SMALL_MODEL_BYTES` of parameters: ResNets), whose
+large models (more than ``config.constants.SMALL_MODEL_BYTES`` of parameters: ResNets), whose
 convolutions then run on those instructions. Measured with ``benchmarks/runtime_speed.py
 --section resnet`` (ResNet-101, torchvision head, 513², 2 AVX512-BF16 cores): bfloat16 about
 2× the float32 network; small models (MobileNetV2) gain little, and run on ONNX Runtime by
@@ -16,10 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config.constants import SMALL_MODEL_BYTES
 from ..runtimes import extras
 
 #: parameters above this many bytes make a model "large" (the streams' threshold)
-LARGE_MODEL_BYTES = 32 * 2**20
+LARGE_MODEL_BYTES = SMALL_MODEL_BYTES
 
 
 def autocast_dtype(
@@ -55,8 +56,7 @@ def precision_name(model: object, narrow: torch.dtype | None) -> str:
     """``float32``, ``bfloat16``, ``float16`` or ``int8`` (an int8 export)."""
     if narrow is not None:
         return str(narrow).removeprefix("torch.")
-    info = getattr(model, "info", None)  # an ExportedModel
-    return "int8" if info is not None and info.int8 else "float32"
+    return getattr(model, "precision", "float32")  # an ExportedModel's own
 
 
 def _parameter_bytes(model: nn.Module) -> int:

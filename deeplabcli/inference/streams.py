@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..config import InferenceConfig
+from ..config.constants import SMALL_MODEL_BYTES, STREAMED_RUNTIMES
 from ..runtimes import ExportedModel
 from .backends import InferenceModel
 from .segmenter import Segmenter
@@ -25,15 +26,13 @@ from .segmenter import Segmenter
 #: 1-thread streams side by side (eval on VOC val: 29.0 → 40.7 img/s; six scales 4.44 → 4.78).
 #: Batches of 8 already fill the threads, and two streams of them lose (37.6 → 35.3 img/s; six
 #: scales 4.57 → 3.70); ResNet-101 at 513 px gains nothing (2.142 vs 2.134 s per image).
-SMALL_MODEL_BYTES = 32 * 2**20
-#: Runtime backends whose small models run two streams of one thread each by default (their
+#: (:data:`SMALL_MODEL_BYTES`, in ``config.constants``.) Runtime backends whose small models run two streams of one thread each by default (their
 #: sessions' threads are fixed when they open, so :func:`planned_streams` decides before).
 #: Measured in one process, interleaved, 20 VOC val images, 2 shared cores (medians of 7):
 #: ONNX Runtime on the default model 1.34 s on one stream of 2 intra-op threads, 1.19 s on two
 #: streams of 1 (torch: 1.28 s); deeplabv3_257_mv_gpu 0.51 → 0.43 s (torch 0.48 s). OpenVINO's
 #: network, compiled for latency, runs one request at a time: two streams lose (2.30 → 2.96 s
-#: on the default model, CPU busier), so it keeps one.
-STREAMED_RUNTIMES = ("onnxruntime",)
+#: on the default model, CPU busier), so it keeps one (:data:`STREAMED_RUNTIMES`).
 
 
 def choose_streams(

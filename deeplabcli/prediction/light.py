@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig, PredictConfig
-from ..config.constants import available_cpus
+from ..config.constants import SMALL_MODEL_BYTES, STREAMED_RUNTIMES, available_cpus
 from ..data.images import read_image
 from ..data.palette import palette_for
 from ..errors import DeeplabError
@@ -62,13 +62,6 @@ from .video_io import is_video_name
 
 #: the backends this path runs on
 LIGHT_BACKENDS = ("onnxruntime", "openvino")
-#: Copies of :data:`deeplabcli.inference.streams.SMALL_MODEL_BYTES` and ``STREAMED_RUNTIMES``
-#: (that module imports torch; tests/prediction/test_light.py checks they stay equal), where
-#: the measurements are: an exported network of at most this many bytes on ONNX Runtime runs
-#: two images side by side on one intra-op thread each, which gets more images through on
-#: small models than one image on two threads. OpenVINO keeps one stream.
-SMALL_MODEL_BYTES = 32 * 2**20
-STREAMED_RUNTIMES = ("onnxruntime",)
 
 
 @dataclass(frozen=True)
@@ -163,7 +156,7 @@ def predict_light(
         def finish(result: PredictResult) -> None:
             if result.status == "written":
                 result.backend = model.backend
-                result.precision = "int8" if model.info.int8 else "float32"
+                result.precision = model.precision
             results.append(result)
             if on_result is not None:
                 on_result(result)

@@ -57,6 +57,11 @@ class ExportedModel:
         return self.info.provenance
 
     @property
+    def precision(self) -> str:
+        """What the network computes in: ``int8`` (an int8 export) or ``float32``."""
+        return "int8" if self.info.int8 else "float32"
+
+    @property
     def output_stride(self) -> int:
         return self.info.config.output_stride
 

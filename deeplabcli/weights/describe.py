@@ -86,7 +86,7 @@ def describe_exported(path: Path) -> dict[str, Any]:
         "exported": exported,
         "backends": {
             "auto": backend,
-            "precision": "int8" if model.info.int8 else "float32",
+            "precision": model.precision,
             "installed": installed_backends(),
             "cpu": cpu_features(),
         },
