@@ -69,7 +69,13 @@ from _runtime_exports import prepare_exports
 from _runtime_workers import Measured, Variant, measure_round_robin, torchvision_resnet
 from PIL import Image
 
-from deeplabcli.runtimes.extras import auto_backend, backend_installed, cpu_features, native_bf16
+from deeplabcli.runtimes.extras import (
+    auto_backend,
+    backend_installed,
+    bf16_backend,
+    cpu_features,
+    native_bf16,
+)
 from deeplabcli.runtimes.preprocess import normalise, preprocess, resize_rgb
 
 HERE = Path(__file__).resolve().parent
@@ -244,7 +250,7 @@ def print_speedups(
     auto = auto_backend("cpu", backbone)
     row = AUTO_ROWS.get(auto, auto)
     if backbone.startswith("resnet") and native_bf16():  # large: predict runs bfloat16
-        on_ov = backend_installed("openvino")  # (inference.backends.plan_backend)
+        on_ov = bf16_backend() == "openvino"  # (inference.backends.plan_backend)
         auto = "openvino, bfloat16" if on_ov else "torch, bfloat16"
         row = "openvino bf16" if on_ov else "torch bf16 autocast"
     floats = [k for k in rows if "bf16" not in k and "int8" not in k]

@@ -16,7 +16,6 @@ predict and eval: an exported ``.onnx``/``.xml`` file or any other model referen
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 
 import torch
@@ -32,7 +31,7 @@ from ..runtimes.exported import exported_backend
 from ..runtimes.extras import (
     RUNTIME_MODULES,
     auto_backend_for_model,
-    backend_installed,
+    bf16_backend,
     require_backend,
     require_module,
 )
@@ -93,9 +92,7 @@ def plan_backend(model: InferenceModel, options: InferenceConfig) -> tuple[str, 
         on = resolve_device(device).type if str(device) == "auto" else str(device)
         backend = auto_backend_for_model(on, model.config.backbone)
         if on == "cpu" and autocast_dtype(options.amp, torch.device("cpu"), model):
-            # bfloat16: OpenVINO's (3.0× torchvision's float32 ResNet-101), else torch's (2.2-2.6×)
-            ov = backend_installed("openvino") and importlib.util.find_spec("onnx") is not None
-            backend = "openvino" if ov else "torch"
+            backend = bf16_backend()  # bfloat16: ~2-3× the runtimes' float32 (precision.py)
     return backend, backend_device(backend, options.device)
 
 

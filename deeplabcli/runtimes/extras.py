@@ -90,6 +90,14 @@ def native_bf16() -> bool:
     return any(flag in cpu_features()["features"] for flag in BF16_FLAGS)
 
 
+def bf16_backend() -> str:
+    """Where a large model runs in bfloat16 on a CPU with native bfloat16: OpenVINO where it
+    and the exporter's ``onnx`` package are installed (ResNet-101: 3.0× torchvision eager,
+    ``benchmarks/runtime_speed.py --section resnet``), else torch autocast (2.2-2.6×)."""
+    exporter = importlib.util.find_spec("onnx") is not None
+    return "openvino" if backend_installed("openvino") and exporter else "torch"
+
+
 def cuda_present() -> bool:
     """Whether an NVIDIA GPU driver is loaded (so ``--device auto`` means CUDA), told without
     importing torch: the driver's /proc entry or device node."""

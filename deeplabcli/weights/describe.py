@@ -11,7 +11,6 @@ runtimes are installed (:func:`describe_backends`).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from typing import Any
 from ..runtimes.exported import exported_backend, is_exported_path, load_exported
 from ..runtimes.extras import (
     RUNTIME_MODULES,
-    auto_backend,
     auto_backend_for_model,
     backend_installed,
+    bf16_backend,
     cpu_features,
     cuda_present,
     native_bf16,
@@ -35,6 +34,7 @@ from .resolve import (
     load_card_model,
     load_model,
 )
+from .shipped import serves
 
 
 def describe_reference(ref: Ref) -> dict[str, Any]:
@@ -105,12 +105,10 @@ def describe_backends(backbone: str | None, card: ModelCard | None = None) -> di
     card that has one where ONNX Runtime is installed; bfloat16 for ResNets on a CPU with
     native bfloat16 (``inference.precision``; eval runs float32)."""
     auto, precision = auto_backend_for_model("auto", backbone), "float32"
-    if card is not None and card.export is not None and auto_backend() == card.export.backend:
-        auto, precision = card.export.backend, "int8"
+    if card is not None and serves(card):
+        auto, precision = card.export.backend, "int8"  # type: ignore[union-attr]
     elif (backbone or "").startswith("resnet") and not cuda_present() and native_bf16():
-        onnx = importlib.util.find_spec("onnx") is not None
-        auto = "openvino" if backend_installed("openvino") and onnx else "torch"
-        precision = "bfloat16"
+        auto, precision = bf16_backend(), "bfloat16"
     return {"auto": auto, "precision": precision, "installed": installed_backends(),
             "cpu": cpu_features()}  # fmt: skip
 

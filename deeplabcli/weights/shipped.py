@@ -41,14 +41,16 @@ def shipped_export(
     if backend != "auto" or tuple(scales) != (1.0,) or tile is not None:
         return None
     card = _card(ref)
-    if card is None or card.export is None:
+    if card is None or not serves(card, str(device)):
         return None
-    shipped = card.export
-    if output_stride not in (None, shipped.output_stride):
-        return None
-    if auto_backend(str(device)) != shipped.backend:
+    if output_stride not in (None, card.export.output_stride):  # type: ignore[union-attr]
         return None
     return verified_export(card)
+
+
+def serves(card: ModelCard, device: str = "auto") -> bool:
+    """Whether ``card`` has a shipped export whose runtime ``auto`` means on ``device``."""
+    return card.export is not None and auto_backend(device) == card.export.backend
 
 
 def verified_export(card: ModelCard) -> Path:
@@ -79,4 +81,4 @@ def _card(ref: str | os.PathLike | None) -> ModelCard | None:
         return None
 
 
-__all__ = ["shipped_export", "verified_export"]
+__all__ = ["serves", "shipped_export", "verified_export"]

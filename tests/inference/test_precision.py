@@ -50,16 +50,14 @@ def test_the_rule(monkeypatch, large, small, native) -> None:
 def test_auto_runs_a_bf16_model_on_openvino_else_torch(monkeypatch, large, small) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from deeplabcli.inference import backends
-
     auto = InferenceConfig(backend="auto", device="cpu")
     monkeypatch.setattr(extras, "native_bf16", lambda: True)
-    installed = backends.backend_installed
+    installed = extras.backend_installed
     openvino = installed("openvino")
     assert plan_backend(large, auto)[0] == ("openvino" if openvino else "torch")
     assert plan_backend(large, auto.replace(amp=False))[0] == "onnxruntime"  # eval: float32
     assert plan_backend(small, auto)[0] == "onnxruntime"
-    monkeypatch.setattr(backends, "backend_installed", lambda b: b != "openvino" and installed(b))
+    monkeypatch.setattr(extras, "backend_installed", lambda b: b != "openvino" and installed(b))
     assert plan_backend(large, auto)[0] == "torch"  # no OpenVINO: torch's bfloat16
     monkeypatch.setattr(extras, "native_bf16", lambda: False)
     assert plan_backend(large, auto)[0] == "onnxruntime"
