@@ -59,7 +59,6 @@ class ShippedExport:
     backend: str  # the runtime that runs it ("onnxruntime")
     output_stride: int  # the OS the graph was exported at
     size: int | None = None
-    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,7 +236,6 @@ def _shipped_export(data: dict[str, Any]) -> ShippedExport:
         backend=str(data["backend"]),
         output_stride=int(data["output_stride"]),
         size=int(data["size"]) if "size" in data else None,
-        notes=str(data.get("notes", "")).strip(),
     )
 
 
